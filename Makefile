@@ -1,0 +1,51 @@
+# The documented workflow. Every CI step is one of these targets.
+#   make demo   set up (venv, maturin, release build) and run the demo
+#   make test   core cargo tests + pytest on every interpreter 3.9-3.13 found
+#   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHONS_CMD := scripts/pythons.sh
+DEMO_VERSION ?= $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
+
+.PHONY: demo test test-rust test-python lint fmt build clean
+
+demo:
+	@line=$$($(PYTHONS_CMD) | awk -v v="$(DEMO_VERSION)" '$$1==v' | head -n1); \
+	 [ -n "$$line" ] || line=$$($(PYTHONS_CMD) | tail -n1); \
+	 [ -n "$$line" ] || { echo "no CPython 3.9-3.13 found" >&2; exit 1; }; \
+	 set -- $$line; echo "== building rthread for Python $$1 ($$2)"; \
+	 scripts/install.sh "$$1" "$$2"; \
+	 .venv/$$1/bin/python examples/demo.py
+
+build:
+	@$(PYTHONS_CMD) | while read -r v p; do echo "== build $$v"; scripts/install.sh "$$v" "$$p"; done
+
+test: test-rust test-python
+
+test-rust:
+	cargo test -p rthread-core
+
+test-python:
+	@found=$$($(PYTHONS_CMD)); \
+	 [ -n "$$found" ] || { echo "no CPython 3.9-3.13 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }; \
+	 echo "interpreters found:"; echo "$$found" | sed 's/^/  /'; \
+	 failed=""; \
+	 while read -r v p; do \
+	   echo "== Python $$v: build"; scripts/install.sh "$$v" "$$p"; \
+	   echo "== Python $$v: pytest"; \
+	   .venv/$$v/bin/python -m pytest -q -p no:cacheprovider || failed="$$failed $$v"; \
+	 done <<< "$$found"; \
+	 if [ -n "$$failed" ]; then echo "pytest failed on:$$failed" >&2; exit 1; fi
+
+lint:
+	cargo fmt --all -- --check
+	@$(PYTHONS_CMD) | while read -r v p; do \
+	   echo "== clippy for Python $$v"; \
+	   PYO3_PYTHON=$$p CARGO_TARGET_DIR=target/lint$$v cargo clippy --all-targets -- -D warnings; \
+	 done
+
+fmt:
+	cargo fmt --all
+
+clean:
+	rm -rf target .venv

@@ -1,0 +1,250 @@
+//! What `Lock.acquire` and `RLock.acquire` share: parsing `(blocking=True,
+//! timeout=-1)` exactly as the built-in does, and blocking without the GIL
+//! while still running signal handlers promptly.
+//!
+//! The fast path (`acquire()` with no arguments on a free lock) parses nothing
+//! and does one compare-exchange while holding the GIL. Any argument takes the
+//! slow path through the interpreter's own `PyArg_ParseTupleAndKeywords` and
+//! timeout conversion, so every error is the built-in's, on every version.
+use std::ffi::{c_char, c_int, CStr};
+use std::ptr;
+
+use pyo3::ffi::{self, PyObject, Py_ssize_t};
+use rthread_core::{Acquire, Deadline};
+
+use crate::capi::{self, Static};
+use crate::errors;
+
+/// What an acquire call asked for.
+#[derive(Clone, Copy, Debug)]
+pub enum Wait {
+    /// `blocking=False`, or a zero timeout: try once, keep the GIL.
+    NonBlocking,
+    /// Block until acquired.
+    Forever,
+    /// Block until acquired or this monotonic deadline passes.
+    Until(Deadline),
+}
+
+/// `-1` seconds in nanoseconds: CPython's "no timeout" marker. Only this exact
+/// value means "forever"; any other negative timeout is an error.
+const UNSET_TIMEOUT_NS: i64 = -1_000_000_000;
+
+/// `blocking` became a truth value (`p`) in 3.12; before, an int (`i`).
+#[cfg(Py_3_12)]
+const FORMAT: &CStr = c"|pO:acquire";
+#[cfg(not(Py_3_12))]
+const FORMAT: &CStr = c"|iO:acquire";
+
+static KEYWORDS: Static<[*const c_char; 3]> =
+    Static::new([c"blocking".as_ptr(), c"timeout".as_ptr(), ptr::null()]);
+
+/// Parses `acquire`'s vectorcall arguments. `None` means an exception is set.
+///
+/// # Safety
+/// The GIL must be held; `args`, `nargs`, `kwnames` must be a valid
+/// vectorcall argument triple.
+#[inline]
+pub unsafe fn parse(
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> Option<Wait> {
+    if nargs == 0 && kwnames.is_null() {
+        return Some(Wait::Forever);
+    }
+    // SAFETY: forwarded caller obligations.
+    unsafe { parse_slow(args, nargs, kwnames) }
+}
+
+#[cold]
+unsafe fn parse_slow(
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> Option<Wait> {
+    // SAFETY:
+    // - the GIL is held (caller), so the C-API may be called;
+    // - `args` holds `nargs` positional values followed by one value per name
+    //   in `kwnames` (vectorcall protocol);
+    // - the tuple and dict built here own their items and are released after
+    //   the parsed (borrowed) `timeout` object has been converted;
+    // - no Rust value with a destructor is alive across these calls.
+    unsafe {
+        let tuple = ffi::PyTuple_New(nargs);
+        if tuple.is_null() {
+            return None;
+        }
+        for i in 0..nargs {
+            let item = *args.offset(i);
+            ffi::Py_INCREF(item);
+            ffi::PyTuple_SET_ITEM(tuple, i, item);
+        }
+        let mut dict: *mut PyObject = ptr::null_mut();
+        if !kwnames.is_null() {
+            let nkw = ffi::PyTuple_GET_SIZE(kwnames);
+            dict = ffi::PyDict_New();
+            if dict.is_null() {
+                ffi::Py_DECREF(tuple);
+                return None;
+            }
+            for i in 0..nkw {
+                let key = ffi::PyTuple_GET_ITEM(kwnames, i);
+                if ffi::PyDict_SetItem(dict, key, *args.offset(nargs + i)) < 0 {
+                    ffi::Py_DECREF(tuple);
+                    ffi::Py_DECREF(dict);
+                    return None;
+                }
+            }
+        }
+        let mut blocking: c_int = 1;
+        let mut timeout: *mut PyObject = ptr::null_mut();
+        let parsed = capi::PyArg_ParseTupleAndKeywords(
+            tuple,
+            dict,
+            FORMAT.as_ptr(),
+            KEYWORDS.get().cast(),
+            &mut blocking as *mut c_int,
+            &mut timeout as *mut *mut PyObject,
+        );
+        let wait = if parsed == 0 {
+            None
+        } else {
+            from_values(blocking != 0, timeout)
+        };
+        ffi::Py_DECREF(tuple);
+        if !dict.is_null() {
+            ffi::Py_DECREF(dict);
+        }
+        wait
+    }
+}
+
+/// Applies the built-in's rules to parsed `blocking` and `timeout` (NULL when
+/// not given).
+///
+/// # Safety
+/// The GIL must be held; `timeout` is NULL or a valid object.
+unsafe fn from_values(blocking: bool, timeout: *mut PyObject) -> Option<Wait> {
+    let mut nanos = UNSET_TIMEOUT_NS;
+    // SAFETY: the GIL is held (caller); `timeout` is NULL or a live object;
+    // `nanos` is a valid out slot. The raises below only need the GIL.
+    unsafe {
+        if !timeout.is_null()
+            && capi::_PyTime_FromSecondsObject(&mut nanos, timeout, capi::PYTIME_ROUND_TIMEOUT) < 0
+        {
+            return None;
+        }
+        if !blocking && nanos != UNSET_TIMEOUT_NS {
+            errors::value_error(errors::NONBLOCKING_TIMEOUT);
+            return None;
+        }
+        if nanos < 0 && nanos != UNSET_TIMEOUT_NS {
+            errors::value_error(errors::NEGATIVE_TIMEOUT);
+            return None;
+        }
+    }
+    if !blocking || nanos == 0 {
+        return Some(Wait::NonBlocking);
+    }
+    if nanos == UNSET_TIMEOUT_NS {
+        return Some(Wait::Forever);
+    }
+    // PY_TIMEOUT_MAX: 3.12 lowered it to what fits in i64 nanoseconds; before,
+    // it was i64::MAX microseconds, which no i64 nanosecond count exceeds.
+    #[cfg(Py_3_12)]
+    {
+        // Rounded up like _PyTime_AsMicroseconds(_PyTime_ROUND_TIMEOUT).
+        let micros = nanos / 1000 + i64::from(nanos % 1000 != 0);
+        if micros > rthread_core::deadline::TIMEOUT_MAX_MICROS {
+            // SAFETY: the GIL is held (caller).
+            unsafe { errors::overflow_error(errors::TIMEOUT_TOO_LARGE) };
+            return None;
+        }
+    }
+    Some(Wait::Until(Deadline::after_nanos(nanos as u64)))
+}
+
+/// Outcome of [`acquire_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Acquired,
+    NotAcquired,
+    /// A signal handler raised; the exception is set.
+    Error,
+}
+
+/// Tries once with the GIL held; if that fails and the call may block,
+/// releases the GIL only for the wait. A wait interrupted by a signal runs the
+/// Python signal handlers (`Py_MakePendingCalls`): if one raised, the error is
+/// returned at once (Ctrl-C now, not at the end of the timeout); otherwise the
+/// wait resumes towards the *original* deadline.
+///
+/// # Safety
+/// The GIL must be held by the calling thread. `try_acquire` and `block` must
+/// not touch Python (`block` runs without the GIL).
+#[inline]
+pub unsafe fn acquire_with(
+    wait: Wait,
+    try_acquire: impl Fn() -> bool,
+    block: impl Fn(Option<Deadline>) -> Acquire,
+) -> Outcome {
+    if try_acquire() {
+        return Outcome::Acquired;
+    }
+    let deadline = match wait {
+        Wait::NonBlocking => return Outcome::NotAcquired,
+        Wait::Forever => None,
+        Wait::Until(deadline) => Some(deadline),
+    };
+    // SAFETY: forwarded caller obligations.
+    unsafe { block_without_gil(deadline, block) }
+}
+
+#[cold]
+unsafe fn block_without_gil(
+    deadline: Option<Deadline>,
+    block: impl Fn(Option<Deadline>) -> Acquire,
+) -> Outcome {
+    loop {
+        // SAFETY:
+        // - the GIL is held here (caller), so it may be released, and it is
+        //   re-taken before anything else touches Python;
+        // - `block` does not touch Python;
+        // - nothing alive in this frame has a destructor, so a forced unwind
+        //   from PyEval_RestoreThread (daemon thread at finalization) passes
+        //   through cleanly.
+        let result = unsafe {
+            let tstate = capi::PyEval_SaveThread();
+            let result = block(deadline);
+            capi::PyEval_RestoreThread(tstate);
+            result
+        };
+        match result {
+            Acquire::Acquired => return Outcome::Acquired,
+            Acquire::TimedOut => return Outcome::NotAcquired,
+            Acquire::Interrupted => {
+                // SAFETY: the GIL is held again.
+                if unsafe { capi::Py_MakePendingCalls() } < 0 {
+                    return Outcome::Error;
+                }
+            }
+        }
+    }
+}
+
+/// The Python result of an acquire: `True`, `False`, or NULL with the error set.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline]
+pub unsafe fn to_python(outcome: Outcome) -> *mut PyObject {
+    // SAFETY: GIL held (caller).
+    unsafe {
+        match outcome {
+            Outcome::Acquired => capi::boolean(true),
+            Outcome::NotAcquired => capi::boolean(false),
+            Outcome::Error => ptr::null_mut(),
+        }
+    }
+}

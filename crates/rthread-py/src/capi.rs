@@ -1,0 +1,228 @@
+//! The raw C-API surface this binding needs beyond `pyo3::ffi`.
+//!
+//! Two reasons to declare a function here instead of using `pyo3::ffi`:
+//!
+//! 1. **It may take the GIL or run Python code.** Up to CPython 3.13, a daemon
+//!    thread that (re)takes the GIL after interpreter finalization started is
+//!    ended with `pthread_exit`, a *forced unwind*. Unwinding out of a function
+//!    declared `extern "C"` is undefined behaviour and, through Rust frames,
+//!    aborts the process. Declared `"C-unwind"`, the unwind is allowed; the
+//!    callers keep no value with a destructor alive across these calls, so the
+//!    forced unwind passes through their frames without running Rust code.
+//! 2. **It is exported by the interpreter but not declared by PyO3**: the
+//!    timeout conversion CPython's own `_thread` uses, and the unraisable-hook
+//!    entry points, so rthread reports exactly what the built-in reports.
+//!
+//! The method tables CPython calls into (`MethodDef`) hold `"C-unwind"`
+//! function pointers for the same reason.
+#![allow(non_snake_case)]
+
+use std::cell::UnsafeCell;
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use pyo3::ffi::{self, PyGILState_STATE, PyObject, PyThreadState, Py_ssize_t};
+
+extern "C-unwind" {
+    pub fn PyEval_SaveThread() -> *mut PyThreadState;
+    pub fn PyEval_RestoreThread(tstate: *mut PyThreadState);
+    pub fn PyGILState_Ensure() -> PyGILState_STATE;
+    pub fn PyGILState_Release(state: PyGILState_STATE);
+    pub fn PyObject_Call(
+        callable: *mut PyObject,
+        args: *mut PyObject,
+        kwargs: *mut PyObject,
+    ) -> *mut PyObject;
+    pub fn Py_MakePendingCalls() -> c_int;
+    pub fn PyArg_ParseTupleAndKeywords(
+        args: *mut PyObject,
+        kwargs: *mut PyObject,
+        format: *const c_char,
+        keywords: *const *const c_char,
+        ...
+    ) -> c_int;
+    pub fn PyArg_ParseTuple(args: *mut PyObject, format: *const c_char, ...) -> c_int;
+    pub fn PyArg_UnpackTuple(
+        args: *mut PyObject,
+        name: *const c_char,
+        min: Py_ssize_t,
+        max: Py_ssize_t,
+        ...
+    ) -> c_int;
+    /// CPython's own conversion of a timeout object to nanoseconds, with the
+    /// interpreter's exact errors (NaN, overflow, wrong type).
+    pub fn _PyTime_FromSecondsObject(t: *mut i64, obj: *mut PyObject, round: c_int) -> c_int;
+    #[cfg(not(Py_3_13))]
+    pub fn _PyErr_WriteUnraisableMsg(err_msg: *const c_char, obj: *mut PyObject);
+    #[cfg(Py_3_13)]
+    pub fn PyErr_FormatUnraisable(format: *const c_char, ...);
+    #[cfg(Py_3_12)]
+    pub fn PySys_Audit(event: *const c_char, format: *const c_char, ...) -> c_int;
+}
+
+/// `_PyTime_ROUND_TIMEOUT` (== `_PyTime_ROUND_UP`, away from zero) in every
+/// supported version.
+pub const PYTIME_ROUND_TIMEOUT: c_int = 3;
+
+/// A `METH_NOARGS` / `METH_O` / `METH_VARARGS` function.
+pub type CFunction = unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject) -> *mut PyObject;
+/// A `METH_FASTCALL | METH_KEYWORDS` function.
+pub type CFunctionFastKw = unsafe extern "C-unwind" fn(
+    *mut PyObject,
+    *const *mut PyObject,
+    Py_ssize_t,
+    *mut PyObject,
+) -> *mut PyObject;
+
+/// The function pointer of a [`MethodDef`], one variant per calling convention.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union Meth {
+    pub plain: CFunction,
+    pub fast_kw: CFunctionFastKw,
+    none: *const c_void,
+}
+
+/// Layout-identical to CPython's `PyMethodDef`, with `"C-unwind"` pointers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MethodDef {
+    name: *const c_char,
+    meth: Meth,
+    flags: c_int,
+    doc: *const c_char,
+}
+
+impl MethodDef {
+    pub const fn noargs(name: &'static CStr, f: CFunction, doc: &'static CStr) -> Self {
+        Self::new(name, Meth { plain: f }, ffi::METH_NOARGS, doc)
+    }
+    pub const fn varargs(name: &'static CStr, f: CFunction, doc: &'static CStr) -> Self {
+        Self::new(name, Meth { plain: f }, ffi::METH_VARARGS, doc)
+    }
+    pub const fn fastcall(name: &'static CStr, f: CFunctionFastKw, doc: &'static CStr) -> Self {
+        Self::new(
+            name,
+            Meth { fast_kw: f },
+            ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            doc,
+        )
+    }
+    const fn new(name: &'static CStr, meth: Meth, flags: c_int, doc: &'static CStr) -> Self {
+        MethodDef {
+            name: name.as_ptr(),
+            meth,
+            flags,
+            doc: doc.as_ptr(),
+        }
+    }
+    /// The all-zero sentinel that ends a table.
+    pub const END: MethodDef = MethodDef {
+        name: std::ptr::null(),
+        meth: Meth {
+            none: std::ptr::null(),
+        },
+        flags: 0,
+        doc: std::ptr::null(),
+    };
+}
+
+/// A static that CPython is handed a `*mut` to (method tables, member tables).
+/// CPython only reads them, and only while holding the GIL.
+#[repr(transparent)]
+pub struct Static<T>(UnsafeCell<T>);
+
+// SAFETY: the wrapped tables are written once, at compile time, and afterwards
+// only read (by CPython, under the GIL); no `&mut` is ever formed in Rust.
+unsafe impl<T> Sync for Static<T> {}
+
+impl<T> Static<T> {
+    pub const fn new(value: T) -> Self {
+        Static(UnsafeCell::new(value))
+    }
+    pub fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+/// Copies a method list into a fixed-size table (`N` is the list's length),
+/// so tables whose entries depend on `cfg` need no hand-kept counts.
+pub const fn table<const N: usize>(list: &[MethodDef]) -> [MethodDef; N] {
+    let mut out = [MethodDef::END; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = list[i];
+        i += 1;
+    }
+    out
+}
+
+/// A method table as CPython expects it.
+pub fn method_table<const N: usize>(
+    table: &'static Static<[MethodDef; N]>,
+) -> *mut ffi::PyMethodDef {
+    table.get().cast()
+}
+
+/// Builds the `__weaklistoffset__` member CPython reads in `PyType_FromSpec`
+/// (3.9+) to make instances weak-referenceable.
+pub const fn weaklist_member(offset: usize) -> ffi::PyMemberDef {
+    ffi::PyMemberDef {
+        name: c"__weaklistoffset__".as_ptr(),
+        type_code: ffi::Py_T_PYSSIZET,
+        offset: offset as Py_ssize_t,
+        flags: ffi::Py_READONLY,
+        doc: std::ptr::null(),
+    }
+}
+
+/// The all-zero sentinel that ends a member table.
+pub const MEMBER_END: ffi::PyMemberDef = ffi::PyMemberDef {
+    name: std::ptr::null(),
+    type_code: 0,
+    offset: 0,
+    flags: 0,
+    doc: std::ptr::null(),
+};
+
+/// One `PyType_Slot`.
+pub fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
+    ffi::PyType_Slot { slot, pfunc }
+}
+
+/// `Py_None` with a new reference.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline]
+pub unsafe fn none() -> *mut PyObject {
+    // SAFETY: the caller holds the GIL; Py_None is immortal or refcounted as usual.
+    unsafe {
+        let none = ffi::Py_None();
+        ffi::Py_INCREF(none);
+        none
+    }
+}
+
+/// `True` or `False` with a new reference.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline]
+pub unsafe fn boolean(value: bool) -> *mut PyObject {
+    // SAFETY: the caller holds the GIL; the bool singletons are always alive.
+    unsafe {
+        let obj = if value {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        };
+        ffi::Py_INCREF(obj);
+        obj
+    }
+}
+
+extern "C-unwind" {
+    /// The exported (non-inline) decref, for paths where a deallocation may
+    /// run Python code on a thread that can be ended by finalization.
+    pub fn Py_DecRef(obj: *mut PyObject);
+}

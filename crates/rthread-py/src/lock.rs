@@ -1,0 +1,220 @@
+//! `_thread.lock` (`LockType`): the binary lock.
+//!
+//! One `rthread_core::Lock` (a single atomic word) inside the object header.
+//! The type is built with `PyType_FromSpec`: not subclassable, weak-
+//! referenceable, no `__dict__`, and instantiable only from 3.13 on, like the
+//! built-in.
+use std::ffi::c_void;
+use std::mem::offset_of;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
+use pyo3::prelude::*;
+use rthread_core::Lock;
+
+use crate::acquire;
+use crate::capi::{self, MethodDef, Static};
+use crate::errors;
+use crate::pytype;
+
+#[repr(C)]
+pub struct LockObject {
+    ob_base: ffi::PyObject,
+    pub lock: Lock,
+    weakreflist: *mut PyObject,
+}
+
+static TYPE: AtomicPtr<PyTypeObject> = AtomicPtr::new(ptr::null_mut());
+
+/// Creates a new unlocked lock (`allocate_lock()`), or NULL with an error set.
+///
+/// # Safety
+/// The GIL must be held and the module initialised.
+pub unsafe fn new_lock() -> *mut PyObject {
+    let tp = TYPE.load(Ordering::Relaxed);
+    // SAFETY: GIL held; `tp` is the lock type created at module init, whose
+    // basicsize is `LockObject`'s size; the fields are initialised before the
+    // object is handed out.
+    unsafe {
+        let obj = ffi::PyType_GenericAlloc(tp, 0);
+        if obj.is_null() {
+            return obj;
+        }
+        let this = obj.cast::<LockObject>();
+        ptr::addr_of_mut!((*this).lock).write(Lock::new());
+        ptr::addr_of_mut!((*this).weakreflist).write(ptr::null_mut());
+        obj
+    }
+}
+
+/// The lock inside a lock object.
+///
+/// # Safety
+/// `obj` must be a live `_thread.lock` instance.
+#[inline]
+unsafe fn lock_of<'a>(obj: *mut PyObject) -> &'a Lock {
+    // SAFETY: the caller guarantees `obj` is a live LockObject; CPython holds a
+    // reference to it for the duration of the method call.
+    unsafe { &(*obj.cast::<LockObject>()).lock }
+}
+
+unsafe extern "C-unwind" fn acquire(
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held, `slf` a lock, and a valid
+    // vectorcall argument triple.
+    unsafe {
+        let lock = lock_of(slf);
+        let Some(wait) = acquire::parse(args, nargs, kwnames) else {
+            return ptr::null_mut();
+        };
+        acquire::to_python(acquire::acquire_with(
+            wait,
+            || lock.try_acquire(),
+            |deadline| lock.acquire_until(deadline),
+        ))
+    }
+}
+
+unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe {
+        match lock_of(slf).release() {
+            Ok(()) => capi::none(),
+            Err(_) => errors::thread_error(errors::RELEASE_UNLOCKED),
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn locked(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe { capi::boolean(lock_of(slf).is_locked()) }
+}
+
+unsafe extern "C-unwind" fn at_fork_reinit(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe {
+        lock_of(slf).reinit();
+        capi::none()
+    }
+}
+
+unsafe extern "C-unwind" fn repr(slf: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe {
+        let state = if lock_of(slf).is_locked() {
+            "locked"
+        } else {
+            "unlocked"
+        };
+        pytype::repr_string(&format!(
+            "<{state} {} object at {:p}>",
+            pytype::type_name(slf),
+            slf
+        ))
+    }
+}
+
+unsafe extern "C-unwind" fn dealloc(slf: *mut PyObject) {
+    // SAFETY: called by CPython when the last reference goes, GIL held. The
+    // weak references are cleared before the memory is freed; the instance
+    // holds a reference to its heap type, released last.
+    unsafe {
+        let this = slf.cast::<LockObject>();
+        if !(*this).weakreflist.is_null() {
+            ffi::PyObject_ClearWeakRefs(slf);
+        }
+        pytype::free_instance(slf);
+    }
+}
+
+/// `lock()` on 3.13, where `threading.Lock` is the type itself.
+#[cfg(Py_3_13)]
+unsafe extern "C-unwind" fn new(
+    _tp: *mut PyTypeObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and valid args/kwargs.
+    unsafe {
+        if !pytype::no_arguments(c"lock", args, kwargs) {
+            return ptr::null_mut();
+        }
+        new_lock()
+    }
+}
+
+const ACQUIRE_DOC: &std::ffi::CStr = c"acquire(blocking=True, timeout=-1) -> bool\n\
+(acquire_lock() is an obsolete synonym)\n\n\
+Lock the lock. Without arguments, block until the lock is free, then take it\n\
+and return True. With blocking false, take it only if that needs no wait.\n\
+With a non-negative timeout, wait at most that many seconds. Returns whether\n\
+the lock was taken.";
+const RELEASE_DOC: &std::ffi::CStr = c"release()\n\
+(release_lock() is an obsolete synonym)\n\n\
+Unlock the lock. Any thread may release it; it must be locked, or RuntimeError\n\
+is raised.";
+const LOCKED_DOC: &std::ffi::CStr = c"locked() -> bool\n\
+(locked_lock() is an obsolete synonym)\n\n\
+Whether the lock is held by some thread.";
+const EXIT_DOC: &std::ffi::CStr = c"__exit__(*args)\n\nRelease the lock (the `with` statement).";
+
+const METHODS_LIST: &[MethodDef] = &[
+    MethodDef::fastcall(c"acquire_lock", acquire, ACQUIRE_DOC),
+    MethodDef::fastcall(c"acquire", acquire, ACQUIRE_DOC),
+    MethodDef::noargs(c"release_lock", release, RELEASE_DOC),
+    MethodDef::noargs(c"release", release, RELEASE_DOC),
+    MethodDef::noargs(c"locked_lock", locked, LOCKED_DOC),
+    MethodDef::noargs(c"locked", locked, LOCKED_DOC),
+    MethodDef::fastcall(c"__enter__", acquire, ACQUIRE_DOC),
+    MethodDef::varargs(c"__exit__", release, EXIT_DOC),
+    MethodDef::noargs(
+        c"_at_fork_reinit",
+        at_fork_reinit,
+        c"_at_fork_reinit()\n\nReset the lock to a fresh, unlocked state (used after fork()).",
+    ),
+    MethodDef::END,
+];
+
+static METHODS: Static<[MethodDef; METHODS_LIST.len()]> = Static::new(capi::table(METHODS_LIST));
+
+static MEMBERS: Static<[ffi::PyMemberDef; 2]> = Static::new([
+    capi::weaklist_member(offset_of!(LockObject, weakreflist)),
+    capi::MEMBER_END,
+]);
+
+/// Creates the lock type; called once from module init.
+pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let mut slots = vec![
+        capi::slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
+        capi::slot(ffi::Py_tp_repr, repr as *mut c_void),
+        capi::slot(ffi::Py_tp_methods, METHODS.get().cast()),
+        capi::slot(ffi::Py_tp_members, MEMBERS.get().cast()),
+        capi::slot(
+            ffi::Py_tp_doc,
+            c"A binary lock with no owner: any thread may release it, and a thread that\n\
+acquires it twice without releasing blocks itself. Create one with\n\
+allocate_lock() (or threading.Lock()). Use acquire(), release() and\n\
+locked(), or a with statement."
+                .as_ptr() as *mut c_void,
+        ),
+    ];
+    #[cfg(Py_3_13)]
+    slots.push(capi::slot(ffi::Py_tp_new, new as *mut c_void));
+    let tp = pytype::create(
+        py,
+        c"_thread.lock",
+        std::mem::size_of::<LockObject>(),
+        pytype::Flags {
+            base_type: false,
+            instantiable: cfg!(Py_3_13),
+        },
+        &mut slots,
+    )?;
+    TYPE.store(tp.as_ptr().cast(), Ordering::Relaxed);
+    Ok(tp)
+}

@@ -1,0 +1,281 @@
+//! `_thread.RLock`: the reentrant lock `threading.RLock` uses.
+//!
+//! A `rthread_core::RLock` (owner ident + count over the binary lock) inside
+//! the object. Instantiable and subclassable, weak-referenceable, like the
+//! built-in. Owners are CPython thread idents (`get_ident()`), so
+//! `_release_save` / `_acquire_restore` round-trip with `threading.Condition`.
+use std::ffi::{c_ulong, c_void};
+use std::mem::offset_of;
+use std::ptr;
+
+use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
+use pyo3::prelude::*;
+use rthread_core::{thread, Acquire, RLock};
+
+use crate::acquire;
+use crate::capi::{self, MethodDef, Static};
+use crate::errors;
+use crate::pytype;
+
+#[repr(C)]
+pub struct RLockObject {
+    ob_base: ffi::PyObject,
+    rlock: RLock,
+    weakreflist: *mut PyObject,
+}
+
+/// The reentrant lock inside an RLock object.
+///
+/// # Safety
+/// `obj` must be a live RLock (or subclass) instance.
+#[inline]
+unsafe fn rlock_of<'a>(obj: *mut PyObject) -> &'a RLock {
+    // SAFETY: the caller guarantees `obj` is a live RLockObject; CPython holds
+    // a reference for the duration of the method call.
+    unsafe { &(*obj.cast::<RLockObject>()).rlock }
+}
+
+unsafe extern "C-unwind" fn new(
+    tp: *mut PyTypeObject,
+    _args: *mut PyObject,
+    _kwargs: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `tp` the RLock type or a
+    // subclass; tp_alloc returns zeroed memory of at least RLockObject's size,
+    // whose fields are initialised before the object escapes.
+    unsafe {
+        let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+        let obj = alloc(tp, 0);
+        if obj.is_null() {
+            return obj;
+        }
+        let this = obj.cast::<RLockObject>();
+        ptr::addr_of_mut!((*this).rlock).write(RLock::new());
+        ptr::addr_of_mut!((*this).weakreflist).write(ptr::null_mut());
+        obj
+    }
+}
+
+unsafe extern "C-unwind" fn dealloc(slf: *mut PyObject) {
+    // SAFETY: called by CPython when the last reference goes, GIL held. For a
+    // Python subclass, subtype_dealloc has already untracked the object and
+    // cleared its __dict__; it leaves the weak references and the type
+    // reference (our base is a heap type) to us.
+    unsafe {
+        let this = slf.cast::<RLockObject>();
+        if !(*this).weakreflist.is_null() {
+            ffi::PyObject_ClearWeakRefs(slf);
+        }
+        pytype::free_instance(slf);
+    }
+}
+
+unsafe extern "C-unwind" fn acquire(
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held, `slf` an RLock, and a valid
+    // vectorcall argument triple.
+    unsafe {
+        let rlock = rlock_of(slf);
+        let Some(wait) = acquire::parse(args, nargs, kwnames) else {
+            return ptr::null_mut();
+        };
+        let me = thread::current_ident();
+        acquire::to_python(acquire::acquire_with(
+            wait,
+            || rlock.try_acquire(me),
+            |deadline| rlock.acquire_until(me, deadline),
+        ))
+    }
+}
+
+unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock.
+    unsafe {
+        match rlock_of(slf).release(thread::current_ident()) {
+            Ok(()) => capi::none(),
+            Err(_) => errors::thread_error(errors::RELEASE_UNACQUIRED),
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn is_owned(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock.
+    unsafe { capi::boolean(rlock_of(slf).is_owned(thread::current_ident())) }
+}
+
+#[cfg(Py_3_11)]
+unsafe extern "C-unwind" fn recursion_count(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock.
+    unsafe {
+        ffi::PyLong_FromUnsignedLongLong(rlock_of(slf).recursion_count(thread::current_ident()))
+    }
+}
+
+unsafe extern "C-unwind" fn release_save(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock; the
+    // tuple steals the two new integer references.
+    unsafe {
+        match rlock_of(slf).release_save() {
+            Ok((count, owner)) => {
+                let count = ffi::PyLong_FromUnsignedLongLong(count);
+                let owner = ffi::PyLong_FromUnsignedLongLong(owner);
+                if count.is_null() || owner.is_null() {
+                    ffi::Py_XDECREF(count);
+                    ffi::Py_XDECREF(owner);
+                    return ptr::null_mut();
+                }
+                let pair = ffi::PyTuple_Pack(2, count, owner);
+                ffi::Py_DECREF(count);
+                ffi::Py_DECREF(owner);
+                pair
+            }
+            Err(_) => errors::thread_error(errors::RELEASE_UNACQUIRED),
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn acquire_restore(
+    slf: *mut PyObject,
+    args: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held, `slf` an RLock and `args`
+    // the argument tuple. The GIL is released only around the core wait,
+    // which does not touch Python; nothing with a destructor is alive.
+    unsafe {
+        let rlock = rlock_of(slf);
+        let mut count: c_ulong = 0;
+        let mut owner: c_ulong = 0;
+        if capi::PyArg_ParseTuple(
+            args,
+            c"(kk):_acquire_restore".as_ptr(),
+            &mut count as *mut c_ulong,
+            &mut owner as *mut c_ulong,
+        ) == 0
+        {
+            return ptr::null_mut();
+        }
+        // Like the built-in, this wait is not interruptible: signal handlers
+        // run once the caller (threading.Condition.wait) is back in Python.
+        if rlock.acquire_restore_until(
+            count as u64,
+            owner as u64,
+            Some(rthread_core::Deadline::now()),
+        ) != Acquire::Acquired
+        {
+            let tstate = capi::PyEval_SaveThread();
+            while rlock.acquire_restore_until(count as u64, owner as u64, None) != Acquire::Acquired
+            {
+            }
+            capi::PyEval_RestoreThread(tstate);
+        }
+        capi::none()
+    }
+}
+
+unsafe extern "C-unwind" fn at_fork_reinit(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock.
+    unsafe {
+        rlock_of(slf).reinit();
+        capi::none()
+    }
+}
+
+unsafe extern "C-unwind" fn repr(slf: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock. Owner
+    // and count are read as a snapshot, as the built-in does.
+    unsafe {
+        let rlock = rlock_of(slf);
+        let count = rlock.count();
+        let state = if count > 0 { "locked" } else { "unlocked" };
+        // Up to 3.12 the built-in prints the owner as a signed long.
+        #[cfg(not(Py_3_13))]
+        let owner = rlock.owner() as i64;
+        #[cfg(Py_3_13)]
+        let owner = rlock.owner();
+        pytype::repr_string(&format!(
+            "<{state} {} object owner={owner} count={count} at {:p}>",
+            pytype::type_name(slf),
+            slf
+        ))
+    }
+}
+
+const ACQUIRE_DOC: &std::ffi::CStr = c"acquire(blocking=True, timeout=-1) -> bool\n\n\
+Take the lock. If this thread already owns it, add one level of recursion and\n\
+return at once. Otherwise wait for it like Lock.acquire (blocking, timeout),\n\
+then become its owner with a recursion level of one.";
+const RELEASE_DOC: &std::ffi::CStr = c"release()\n\n\
+Drop one level of recursion; at level zero the lock is free again. Only the\n\
+owning thread may release, or RuntimeError is raised.";
+
+const METHODS_LIST: &[MethodDef] = &[
+    MethodDef::fastcall(c"acquire", acquire, ACQUIRE_DOC),
+    MethodDef::noargs(c"release", release, RELEASE_DOC),
+    MethodDef::noargs(
+        c"_is_owned",
+        is_owned,
+        c"_is_owned() -> bool\n\nWhether the calling thread owns the lock (for internal use by threading).",
+    ),
+    #[cfg(Py_3_11)]
+    MethodDef::noargs(
+        c"_recursion_count",
+        recursion_count,
+        c"_recursion_count() -> int\n\nThe recursion level if the calling thread owns the lock, else 0 (for internal use).",
+    ),
+    MethodDef::varargs(
+        c"_acquire_restore",
+        acquire_restore,
+        c"_acquire_restore(state)\n\nTake the lock and restore the (count, owner) pair _release_save returned (for internal use by threading.Condition).",
+    ),
+    MethodDef::noargs(
+        c"_release_save",
+        release_save,
+        c"_release_save() -> (count, owner)\n\nRelease the lock completely and return its state (for internal use by threading.Condition).",
+    ),
+    MethodDef::fastcall(c"__enter__", acquire, ACQUIRE_DOC),
+    MethodDef::varargs(c"__exit__", release, c"__exit__(*args)\n\nRelease one level of the lock (the `with` statement)."),
+    MethodDef::noargs(
+        c"_at_fork_reinit",
+        at_fork_reinit,
+        c"_at_fork_reinit()\n\nReset the lock to a fresh, unowned state (used after fork()).",
+    ),
+    MethodDef::END,
+];
+
+static METHODS: Static<[MethodDef; METHODS_LIST.len()]> = Static::new(capi::table(METHODS_LIST));
+
+static MEMBERS: Static<[ffi::PyMemberDef; 2]> = Static::new([
+    capi::weaklist_member(offset_of!(RLockObject, weakreflist)),
+    capi::MEMBER_END,
+]);
+
+/// Creates the RLock type; called once from module init.
+pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let mut slots = vec![
+        capi::slot(ffi::Py_tp_new, new as *mut c_void),
+        capi::slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
+        capi::slot(ffi::Py_tp_repr, repr as *mut c_void),
+        capi::slot(ffi::Py_tp_methods, METHODS.get().cast()),
+        capi::slot(ffi::Py_tp_members, MEMBERS.get().cast()),
+        capi::slot(
+            ffi::Py_tp_doc,
+            c"A reentrant lock: the thread that holds it may acquire it again, and must\n\
+release it as many times. Only the owner may release it."
+                .as_ptr() as *mut c_void,
+        ),
+    ];
+    pytype::create(
+        py,
+        c"_thread.RLock",
+        std::mem::size_of::<RLockObject>(),
+        pytype::Flags {
+            base_type: true,
+            instantiable: true,
+        },
+        &mut slots,
+    )
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds rthread for one interpreter and installs it into that interpreter's
+# own virtualenv, .venv/<version>, creating the venv (with the test and build
+# tools) on first use. Usage: scripts/install.sh VERSION PYTHON
+# Each interpreter gets its own cargo target dir, so switching between them
+# does not rebuild PyO3 every time.
+set -euo pipefail
+version=$1
+python=$2
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv=$top/.venv/$version
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -r "$top/requirements-dev.txt"
+fi
+wheels=$top/target/wheels/$version
+rm -rf "$wheels"
+CARGO_TARGET_DIR=$top/target/py$version \
+  "$venv/bin/maturin" build --quiet --release --interpreter "$venv/bin/python" \
+  --manifest-path "$top/crates/rthread-py/Cargo.toml" --out "$wheels" >&2
+"$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheels"/rthread-*.whl

@@ -1,0 +1,354 @@
+"""Differential tests: lock and RLock objects behave like the built-in's."""
+
+import copy
+import decimal
+import fractions
+import pickle
+import weakref
+
+import pytest
+
+from parity import VERSION, assert_same, outcome
+import rthread
+from conftest import BUILTIN
+
+
+class FloatOnly:
+    def __float__(self):
+        return 0.01
+
+
+class IndexOnly:
+    def __index__(self):
+        return 0
+
+
+class BadBool:
+    def __bool__(self):
+        raise ZeroDivisionError("bool failed")
+
+
+class FloatSub(float):
+    pass
+
+
+class IntSub(int):
+    pass
+
+
+# (args, kwargs) for acquire(). Run on a FREE lock, so valid ones return at once;
+# every timeout-looking value is here, valid or not.
+ACQUIRE_ARGS = [
+    ((), {}),
+    ((True,), {}),
+    ((False,), {}),
+    ((0,), {}),
+    ((1,), {}),
+    ((2,), {}),
+    ((-1,), {}),
+    ((1.5,), {}),
+    (("x",), {}),
+    ((None,), {}),
+    (([],), {}),
+    ((2**64,), {}),
+    ((-(2**64),), {}),
+    ((BadBool(),), {}),
+    ((IndexOnly(),), {}),
+    ((False, 1), {}),
+    ((False, -1), {}),
+    ((False, -1.0), {}),
+    ((False, 0), {}),
+    ((), {"blocking": False, "timeout": 0}),
+    ((), {"blocking": False, "timeout": -1}),
+    ((), {"blocking": True}),
+    ((), {"timeout": 0}),
+    ((), {"timeout": -1}),
+    ((), {"timeout": -1.0}),
+    ((), {"timeout": -2}),
+    ((), {"timeout": -0.5}),
+    ((), {"timeout": -1e-10}),
+    ((), {"timeout": -1.0000000001}),
+    ((), {"timeout": -0.9999999999}),
+    ((), {"timeout": 1e-10}),
+    ((), {"timeout": 0.5}),
+    ((), {"timeout": float("nan")}),
+    ((), {"timeout": float("inf")}),
+    ((), {"timeout": float("-inf")}),
+    ((), {"timeout": 1e300}),
+    ((), {"timeout": -1e300}),
+    ((), {"timeout": 2**63}),
+    ((), {"timeout": 2**62}),
+    ((), {"timeout": 2**33}),
+    ((), {"timeout": 9223372036.0}),
+    ((), {"timeout": 9223372036.8}),
+    ((), {"timeout": 9223372036.85}),
+    ((), {"timeout": 9223372036.854775}),
+    ((), {"timeout": 9223372036.86}),
+    ((), {"timeout": 9223372037}),
+    ((), {"timeout": 10**10}),
+    ((), {"timeout": "1"}),
+    ((), {"timeout": None}),
+    ((), {"timeout": True}),
+    ((), {"timeout": decimal.Decimal("0.5")}),
+    ((), {"timeout": fractions.Fraction(1, 2)}),
+    ((), {"timeout": FloatOnly()}),
+    ((), {"timeout": IndexOnly()}),
+    ((), {"timeout": FloatSub(0.5)}),
+    ((), {"timeout": IntSub(1)}),
+    ((True, 1, 2), {}),
+    ((), {"foo": 1}),
+    ((True,), {"blocking": True}),
+    ((True,), {"timeout": 1, "foo": 2}),
+]
+
+
+def _ids(items):
+    return [f"{a!r}-{k!r}"[:80] for a, k in items]
+
+
+def _fresh(mod, kind):
+    return mod.allocate_lock() if kind == "lock" else mod.RLock()
+
+
+# RLock has no acquire_lock alias (the "dir" cases check that on both).
+METHODS = [("lock", "acquire"), ("lock", "__enter__"), ("lock", "acquire_lock"), ("RLock", "acquire"), ("RLock", "__enter__")]
+
+
+@pytest.mark.parametrize("kind,method", METHODS, ids=[f"{k}.{m}" for k, m in METHODS])
+@pytest.mark.parametrize("args,kwargs", ACQUIRE_ARGS, ids=_ids(ACQUIRE_ARGS))
+def test_acquire_arguments_on_free_lock(kind, method, args, kwargs):
+    def case(mod):
+        lock = _fresh(mod, kind)
+        result = getattr(lock, method)(*args, **kwargs)
+        return result, repr(lock).split(" owner=")[0]
+
+    assert_same(case)
+
+
+# On a HELD lock only the non-blocking and short-timeout calls are safe to run.
+HELD_ARGS = [
+    ((False,), {}),
+    ((0,), {}),
+    ((), {"blocking": False}),
+    ((), {"timeout": 0}),
+    ((), {"timeout": 0.01}),
+    ((), {"timeout": 1e-10}),
+    ((True, 0.01), {}),
+    ((False, -1), {}),
+    ((False, 0.5), {}),
+    ((), {"timeout": -3}),
+]
+
+
+@pytest.mark.parametrize("args,kwargs", HELD_ARGS, ids=_ids(HELD_ARGS))
+def test_acquire_arguments_on_held_lock(args, kwargs):
+    def case(mod):
+        lock = mod.allocate_lock()
+        lock.acquire()
+        return lock.acquire(*args, **kwargs), lock.locked()
+
+    assert_same(case)
+
+
+@pytest.mark.parametrize("args,kwargs", HELD_ARGS, ids=_ids(HELD_ARGS))
+def test_rlock_acquire_arguments_held_by_other_thread(args, kwargs):
+    def case(mod):
+        rlock = mod.RLock()
+        held, release = mod.allocate_lock(), mod.allocate_lock()
+        held.acquire()
+        release.acquire()
+
+        def owner():
+            rlock.acquire()
+            held.release()
+            release.acquire()
+            rlock.release()
+            held.release()
+
+        mod.start_new_thread(owner, ())
+        held.acquire()  # the other thread owns the RLock now
+        try:
+            return rlock.acquire(*args, **kwargs), rlock._is_owned()
+        finally:
+            release.release()
+            held.acquire()  # wait for it to let go
+
+    assert_same(case)
+
+
+def _lock_cases():
+    def held(mod):
+        lock = mod.allocate_lock()
+        lock.acquire()
+        return lock
+
+    cases = {
+        "repr-unlocked": lambda m: repr(m.allocate_lock()),
+        "repr-locked": lambda m: repr(held(m)),
+        "release-unlocked": lambda m: m.allocate_lock().release(),
+        "release-unlocked-then-state": lambda m: (outcome(lambda _: (l := m.allocate_lock()).release(), m), repr(l)),
+        "release-twice": lambda m: (held(m).release(), None) and None,
+        "release-arg": lambda m: held(m).release(1),
+        "release_lock-unlocked": lambda m: m.allocate_lock().release_lock(),
+        "locked": lambda m: (m.allocate_lock().locked(), held(m).locked()),
+        "locked-arg": lambda m: m.allocate_lock().locked(1),
+        "locked_lock": lambda m: held(m).locked_lock(),
+        "enter-exit": lambda m: ((l := m.allocate_lock()).__enter__(), l.locked(), l.__exit__(None, None, None), l.locked()),
+        "exit-noargs": lambda m: held(m).__exit__(),
+        "exit-4args": lambda m: held(m).__exit__(1, 2, 3, 4),
+        "exit-kwargs": lambda m: held(m).__exit__(a=1),
+        "exit-unlocked": lambda m: m.allocate_lock().__exit__(None, None, None),
+        "with": lambda m: _with_lock(m.allocate_lock()),
+        "with-raises": lambda m: _with_raises(m.allocate_lock()),
+        "fork-reinit-held": lambda m: ((l := held(m))._at_fork_reinit(), l.locked()),
+        "fork-reinit-arg": lambda m: held(m)._at_fork_reinit(1),
+        "type-name": lambda m: (type(m.allocate_lock()).__name__, type(m.allocate_lock()).__qualname__),
+        "type-module": lambda m: type(m.allocate_lock()).__module__,
+        "type-is-LockType": lambda m: type(m.allocate_lock()) is m.LockType,
+        "LockType()": lambda m: repr(m.LockType()),
+        "LockType(1)": lambda m: m.LockType(1),
+        "LockType(x=1)": lambda m: m.LockType(x=1),
+        "subclass": lambda m: type("X", (m.LockType,), {}),
+        "weakref": lambda m: (l := m.allocate_lock(), weakref.ref(l)() is l)[1],
+        "dict": lambda m: m.allocate_lock().__dict__,
+        "setattr": lambda m: setattr(m.allocate_lock(), "x", 1),
+        "copy": lambda m: copy.copy(m.allocate_lock()),
+        "deepcopy": lambda m: copy.deepcopy(m.allocate_lock()),
+        "hash-eq": lambda m: ((l := m.allocate_lock()) == l, l != l, hash(l) == hash(l)),
+        "lt": lambda m: m.allocate_lock() < m.allocate_lock(),
+        "dir": lambda m: [n for n in dir(m.allocate_lock()) if not n.startswith("__")],
+        "methods-types": lambda m: sorted({type(getattr(m.allocate_lock(), n)).__name__ for n in dir(m.allocate_lock())}),
+        "doc-present": lambda m: [n for n in ("acquire", "release", "locked") if getattr(m.LockType, n).__doc__],
+        "set-type-attr": lambda m: setattr(m.LockType, "x", 1),
+    }
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        cases[f"pickle-{proto}"] = lambda m, p=proto: pickle.dumps(m.allocate_lock(), p)
+    if VERSION < (3, 10):
+        # 3.9's built-in lock type is static, so immutable; rthread's heap type
+        # cannot be made immutable there (Py_TPFLAGS_IMMUTABLETYPE is 3.10+).
+        del cases["set-type-attr"]
+    return cases
+
+
+def _with_lock(lock):
+    with lock:
+        inside = lock.locked()
+    return inside, lock.locked()
+
+
+def _with_raises(lock):
+    try:
+        with lock:
+            raise KeyError("x")
+    except KeyError:
+        pass
+    return lock.locked()
+
+
+LOCK_CASES = _lock_cases()
+
+
+@pytest.mark.parametrize("name", sorted(LOCK_CASES))
+def test_lock_case(name):
+    assert_same(LOCK_CASES[name])
+
+
+def _rlock_cases():
+    def held(mod, times=1):
+        r = mod.RLock()
+        for _ in range(times):
+            r.acquire()
+        return r
+
+    def in_other_thread(mod, fn):
+        done = mod.allocate_lock()
+        done.acquire()
+        box = []
+
+        def run():
+            box.append(outcome(lambda _: fn(), mod))
+            done.release()
+
+        mod.start_new_thread(run, ())
+        done.acquire()
+        return box[0]
+
+    cases = {
+        "repr-unlocked": lambda m: repr(m.RLock()),
+        "repr-held-once": lambda m: repr(held(m)),
+        "repr-held-twice": lambda m: repr(held(m, 2)),
+        "release-unacquired": lambda m: m.RLock().release(),
+        "release-arg": lambda m: held(m).release(1),
+        "release-by-other-thread": lambda m: (r := held(m), in_other_thread(m, r.release), r._is_owned())[1:],
+        "acquire-reentrant": lambda m: ((r := m.RLock()).acquire(), r.acquire(), r.acquire(False), repr(r).split("count=")[1][:2]),
+        "release-levels": lambda m: ((r := held(m, 3)).release(), r.release(), r._is_owned(), r.release(), r._is_owned()),
+        "is_owned": lambda m: (m.RLock()._is_owned(), held(m)._is_owned()),
+        "is_owned-other-thread": lambda m: (r := held(m), in_other_thread(m, r._is_owned))[1],
+        "is_owned-arg": lambda m: m.RLock()._is_owned(1),
+        "release_save-unowned": lambda m: m.RLock()._release_save(),
+        "release_save": lambda m: ((r := held(m, 3))._release_save()[0], r._is_owned(), repr(r)),
+        "release_save-other-thread": lambda m: (r := held(m, 2), in_other_thread(m, r._release_save)[0], repr(r))[1:],
+        "acquire_restore": lambda m: ((r := m.RLock())._acquire_restore((5, 7)), repr(r)),
+        "acquire_restore-roundtrip": lambda m: ((r := held(m, 2))._acquire_restore(r._release_save()), r._is_owned(), repr(r).split(" at")[0].split("count=")[1]),
+        "acquire_restore-noargs": lambda m: m.RLock()._acquire_restore(),
+        "acquire_restore-None": lambda m: m.RLock()._acquire_restore(None),
+        "acquire_restore-short": lambda m: m.RLock()._acquire_restore((1,)),
+        "acquire_restore-long": lambda m: m.RLock()._acquire_restore((1, 2, 3)),
+        "acquire_restore-str": lambda m: m.RLock()._acquire_restore(("a", "b")),
+        "acquire_restore-negative": lambda m: ((r := m.RLock())._acquire_restore((-1, -2)), repr(r)),
+        "acquire_restore-float": lambda m: m.RLock()._acquire_restore((1.0, 2)),
+        "acquire_restore-two-args": lambda m: m.RLock()._acquire_restore(1, 2),
+        "with": lambda m: _with_lock_r(m.RLock()),
+        "exit-unowned": lambda m: m.RLock().__exit__(None, None, None),
+        "fork-reinit": lambda m: ((r := held(m, 2))._at_fork_reinit(), repr(r), r._is_owned()),
+        "RLock(1)": lambda m: repr(m.RLock(1)),
+        "RLock(x=1)": lambda m: repr(m.RLock(x=1)),
+        "subclass": lambda m: repr(type("Sub", (m.RLock,), {})()),
+        "subclass-attrs": lambda m: ((s := type("Sub", (m.RLock,), {})()).__setattr__("x", 1), s.x, s.__dict__),
+        "subclass-acquire": lambda m: ((s := type("Sub", (m.RLock,), {})()).acquire(), s._is_owned(), s.release()),
+        "weakref": lambda m: (r := m.RLock(), weakref.ref(r)() is r)[1],
+        "dict": lambda m: m.RLock().__dict__,
+        "setattr": lambda m: setattr(m.RLock(), "x", 1),
+        "type-name": lambda m: (m.RLock.__name__, m.RLock.__qualname__, m.RLock.__module__),
+        "dir": lambda m: [n for n in dir(m.RLock()) if not n.startswith("__")],
+        "copy": lambda m: copy.copy(m.RLock()),
+        "set-type-attr": lambda m: setattr(m.RLock, "x", 1),
+    }
+    if VERSION >= (3, 11):
+        cases["recursion_count"] = lambda m: (m.RLock()._recursion_count(), held(m, 3)._recursion_count())
+        cases["recursion_count-other-thread"] = lambda m: (r := held(m, 2), in_other_thread(m, r._recursion_count))[1]
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        cases[f"pickle-{proto}"] = lambda m, p=proto: pickle.dumps(m.RLock(), p)
+    if VERSION < (3, 10):
+        del cases["set-type-attr"]  # see the lock cases
+    return cases
+
+
+def _with_lock_r(rlock):
+    with rlock:
+        with rlock:
+            inside = rlock._is_owned()
+    return inside, rlock._is_owned()
+
+
+RLOCK_CASES = _rlock_cases()
+
+
+@pytest.mark.parametrize("name", sorted(RLOCK_CASES))
+def test_rlock_case(name):
+    assert_same(RLOCK_CASES[name])
+
+
+def test_failed_release_leaves_lock_usable():
+    lock = rthread.allocate_lock()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    assert not lock.locked()
+    assert lock.acquire(False)
+    assert lock.locked()
+    lock.release()
+    assert not lock.locked()
+
+
+def test_builtin_fixture_is_the_interpreter_module():
+    assert BUILTIN.__spec__.origin == "built-in"
