@@ -9,6 +9,8 @@
 mod acquire;
 mod capi;
 mod errors;
+mod excepthook;
+mod local;
 mod lock;
 mod module;
 mod pytype;

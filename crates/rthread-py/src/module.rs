@@ -5,7 +5,7 @@ use pyo3::ffi::{self, PyObject};
 use pyo3::prelude::*;
 
 use crate::capi::{self, MethodDef, Static};
-use crate::{lock, rlock, thread};
+use crate::{excepthook, local, lock, rlock, thread};
 
 unsafe extern "C-unwind" fn allocate_lock(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held, after module init.
@@ -95,5 +95,7 @@ pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RLock", rlock::create_type(py)?)?;
     m.add("error", py.get_type::<PyRuntimeError>())?;
     m.add("TIMEOUT_MAX", rthread_core::TIMEOUT_MAX)?;
+    local::register(m)?;
+    excepthook::register(m)?;
     Ok(())
 }
