@@ -2,8 +2,12 @@
 
 ``import rthread as _thread`` gives the same API as the built-in ``_thread`` of
 the running interpreter (same results, exceptions, messages and reprs), on
-faster primitives implemented in Rust.
+faster primitives implemented in Rust. ``rthread.install()`` makes it the
+process's ``_thread``, so that ``threading`` and the rest of the standard
+library run on it.
 """
+
+import sys as _sys
 
 from . import _rthread
 
@@ -14,3 +18,52 @@ globals().update(
 )
 
 __all__ = sorted(name for name in dir(_rthread) if not name.startswith("_"))
+
+# Modules that hold on to the built-in whatever happens, and need not be moved:
+# the import system keeps its own reference (it only uses it for its module
+# locks), and builtins holds RuntimeError, which is `_thread.error` too.
+_IGNORED_USERS = frozenset({"_thread", "builtins", "_frozen_importlib", "importlib._bootstrap", __name__})
+
+
+def active():
+    """Whether rthread is the running ``_thread`` (``sys.modules['_thread']``)."""
+    return _sys.modules.get("_thread") is _rthread
+
+
+def _builtin_users(builtin):
+    """Names of imported modules that already bound the built-in ``_thread`` or
+    one of its functions or types."""
+    shared = {id(getattr(builtin, n)) for n in dir(builtin) if not n.startswith("__") and n != "error"}
+    users = []
+    for name, module in list(_sys.modules.items()):
+        if name in _IGNORED_USERS or name.startswith(__name__ + "."):
+            continue
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        if any(value is builtin or id(value) in shared for value in list(namespace.values())):
+            users.append(name)
+    return sorted(users)
+
+
+def install():
+    """Make rthread the process's ``_thread``.
+
+    Must run before ``threading`` (or any other module that binds ``_thread``)
+    is imported, because such modules keep references to the built-in. Raises
+    RuntimeError, changing nothing, if one already did. Idempotent.
+    """
+    current = _sys.modules.get("_thread")
+    if current is _rthread:
+        return
+    if current is not None:
+        users = _builtin_users(current)
+        if users:
+            raise RuntimeError(
+                "rthread.install() came too late: %s already imported the built-in _thread "
+                "and would keep using it. Activate rthread before anything imports threading: "
+                "call rthread.install() first thing in the program, run it as "
+                "'python -m rthread script.py', or set RTHREAD=1 in the environment."
+                % ", ".join(repr(u) for u in users)
+            )
+    _sys.modules["_thread"] = _rthread

@@ -2,6 +2,7 @@
 //!
 //! - [`Lock`]: a four-byte binary lock that any thread may release (Python's `_thread.lock`).
 //! - [`RLock`]: a reentrant lock with an owner and a recursion count (`_thread.RLock`).
+//! - [`Event`]: a one-shot event ("this thread has finished") for thread handles.
 //! - [`Deadline`]: absolute `CLOCK_MONOTONIC` deadlines, and CPython's [`TIMEOUT_MAX`].
 //! - [`wait`]: the small wait/wake API the locks sleep on, with a futex backend (Linux) and a
 //!   portable one.
@@ -57,11 +58,13 @@
 //! ```
 
 pub mod deadline;
+pub mod event;
 pub mod lock;
 pub mod rlock;
 pub mod thread;
 pub mod wait;
 
 pub use deadline::{Deadline, TIMEOUT_MAX, TIMEOUT_MAX_NANOS};
+pub use event::{Event, RawEvent};
 pub use lock::{Acquire, Lock, NotLocked, RawLock};
 pub use rlock::{NotOwner, RLock, RawRLock};

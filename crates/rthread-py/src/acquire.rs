@@ -150,17 +150,19 @@ unsafe fn from_values(blocking: bool, timeout: *mut PyObject) -> Option<Wait> {
     if nanos == UNSET_TIMEOUT_NS {
         return Some(Wait::Forever);
     }
-    // PY_TIMEOUT_MAX: 3.12 lowered it to what fits in i64 nanoseconds; before,
-    // it was i64::MAX microseconds, which no i64 nanosecond count exceeds.
-    #[cfg(Py_3_12)]
-    {
-        // Rounded up like _PyTime_AsMicroseconds(_PyTime_ROUND_TIMEOUT).
-        let micros = nanos / 1000 + i64::from(nanos % 1000 != 0);
-        if micros > rthread_core::deadline::TIMEOUT_MAX_MICROS {
-            // SAFETY: the GIL is held (caller).
-            unsafe { errors::overflow_error(errors::TIMEOUT_TOO_LARGE) };
-            return None;
-        }
+    // Rounded up like _PyTime_AsMicroseconds(_PyTime_ROUND_TIMEOUT), against
+    // PY_TIMEOUT_MAX, which itself is a valid timeout only from 3.11 on.
+    let micros = nanos / 1000 + i64::from(nanos % 1000 != 0);
+    let max = rthread_core::deadline::TIMEOUT_MAX_MICROS;
+    let too_large = if cfg!(Py_3_11) {
+        micros > max
+    } else {
+        micros >= max
+    };
+    if too_large {
+        // SAFETY: the GIL is held (caller).
+        unsafe { errors::overflow_error(errors::TIMEOUT_TOO_LARGE) };
+        return None;
     }
     Some(Wait::Until(Deadline::after_nanos(nanos as u64)))
 }

@@ -63,8 +63,30 @@ extern "C-unwind" {
 /// supported version.
 pub const PYTIME_ROUND_TIMEOUT: c_int = 3;
 
+/// A docstring as a `&'static CStr`. `docstring!("name($module, /)", "text")`: from
+/// 3.13 on, the built-in's functions carry text signatures (what
+/// `inspect.signature` reads), so the first argument is prepended there in
+/// CPython's `name(sig)\n--\n\n` form; before 3.13 it is left out, as there.
+macro_rules! docstring {
+    ($sig:expr, $body:expr) => {{
+        const TEXT: &str = if cfg!(Py_3_13) {
+            concat!($sig, "\n--\n\n", $body, "\0")
+        } else {
+            concat!($body, "\0")
+        };
+        match ::std::ffi::CStr::from_bytes_with_nul(TEXT.as_bytes()) {
+            Ok(text) => text,
+            Err(_) => panic!("docstring with an interior NUL"),
+        }
+    }};
+}
+pub(crate) use docstring;
+
 /// A `METH_NOARGS` / `METH_O` / `METH_VARARGS` function.
 pub type CFunction = unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject) -> *mut PyObject;
+/// A `METH_VARARGS | METH_KEYWORDS` function.
+pub type CFunctionKw =
+    unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;
 /// A `METH_FASTCALL | METH_KEYWORDS` function.
 pub type CFunctionFastKw = unsafe extern "C-unwind" fn(
     *mut PyObject,
@@ -78,6 +100,7 @@ pub type CFunctionFastKw = unsafe extern "C-unwind" fn(
 #[derive(Clone, Copy)]
 pub union Meth {
     pub plain: CFunction,
+    pub kw: CFunctionKw,
     pub fast_kw: CFunctionFastKw,
     none: *const c_void,
 }
@@ -98,6 +121,19 @@ impl MethodDef {
     }
     pub const fn varargs(name: &'static CStr, f: CFunction, doc: &'static CStr) -> Self {
         Self::new(name, Meth { plain: f }, ffi::METH_VARARGS, doc)
+    }
+    #[cfg_attr(not(Py_3_13), allow(dead_code))] // only 3.13 has METH_O functions
+    pub const fn onearg(name: &'static CStr, f: CFunction, doc: &'static CStr) -> Self {
+        Self::new(name, Meth { plain: f }, ffi::METH_O, doc)
+    }
+    #[cfg_attr(not(Py_3_13), allow(dead_code))] // only 3.13 has one
+    pub const fn keywords(name: &'static CStr, f: CFunctionKw, doc: &'static CStr) -> Self {
+        Self::new(
+            name,
+            Meth { kw: f },
+            ffi::METH_VARARGS | ffi::METH_KEYWORDS,
+            doc,
+        )
     }
     pub const fn fastcall(name: &'static CStr, f: CFunctionFastKw, doc: &'static CStr) -> Self {
         Self::new(
@@ -225,4 +261,114 @@ extern "C-unwind" {
     /// The exported (non-inline) decref, for paths where a deallocation may
     /// run Python code on a thread that can be ended by finalization.
     pub fn Py_DecRef(obj: *mut PyObject);
+}
+
+// ---------------------------------------------------------------------------
+// Used by `excepthook.rs`: writing the report of an uncaught thread exception.
+// Every one of these may run Python code (file methods, `__str__`, attribute
+// hooks, the `traceback` module), hence `"C-unwind"`.
+
+extern "C-unwind" {
+    pub fn PyFile_WriteString(text: *const c_char, file: *mut PyObject) -> c_int;
+    pub fn PyFile_WriteObject(obj: *mut PyObject, file: *mut PyObject, flags: c_int) -> c_int;
+    pub fn PyObject_GetAttrString(obj: *mut PyObject, name: *const c_char) -> *mut PyObject;
+    pub fn PyObject_CallMethodObjArgs(
+        obj: *mut PyObject,
+        name: *mut PyObject,
+        ...
+    ) -> *mut PyObject;
+    /// The interpreter's exception display, writing to `file` (exported up to
+    /// 3.12; hidden from 3.13 on, where only [`PyErr_Display`] is reachable).
+    #[cfg(not(Py_3_13))]
+    pub fn _PyErr_Display(
+        file: *mut PyObject,
+        exc_type: *mut PyObject,
+        value: *mut PyObject,
+        tb: *mut PyObject,
+    );
+    /// The interpreter's exception display, writing to `sys.stderr`.
+    #[cfg(Py_3_13)]
+    pub fn PyErr_Display(exc_type: *mut PyObject, value: *mut PyObject, tb: *mut PyObject);
+    #[cfg(Py_3_13)]
+    pub fn PyImport_ImportModule(name: *const c_char) -> *mut PyObject;
+    #[cfg(Py_3_13)]
+    pub fn PyObject_CallFunctionObjArgs(callable: *mut PyObject, ...) -> *mut PyObject;
+    #[cfg(not(Py_3_13))]
+    fn _PyObject_LookupAttr(
+        obj: *mut PyObject,
+        name: *mut PyObject,
+        out: *mut *mut PyObject,
+    ) -> c_int;
+    #[cfg(Py_3_13)]
+    fn PyObject_GetOptionalAttrString(
+        obj: *mut PyObject,
+        name: *const c_char,
+        out: *mut *mut PyObject,
+    ) -> c_int;
+}
+
+/// `getattr(obj, name)` where a missing attribute is not an error: returns 1
+/// with `*out` a new reference, 0 with `*out` NULL when the lookup raised
+/// AttributeError (cleared), or -1 with `*out` NULL and another error set.
+///
+/// # Safety
+/// The GIL must be held and `obj` live.
+pub unsafe fn lookup_attr(obj: *mut PyObject, name: &CStr, out: &mut *mut PyObject) -> c_int {
+    #[cfg(Py_3_13)]
+    // SAFETY: GIL held, `obj` live, `name` NUL-terminated, `out` writable.
+    unsafe {
+        PyObject_GetOptionalAttrString(obj, name.as_ptr(), out)
+    }
+    #[cfg(not(Py_3_13))]
+    // SAFETY: GIL held, `obj` live; the name object is created and released
+    // here; `out` is writable.
+    unsafe {
+        *out = std::ptr::null_mut();
+        let key = ffi::PyUnicode_InternFromString(name.as_ptr());
+        if key.is_null() {
+            return -1;
+        }
+        let found = _PyObject_LookupAttr(obj, key, out);
+        ffi::Py_DECREF(key);
+        found
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Used by `local.rs`: attribute access through a thread's dict. Each of these
+// may run Python code (descriptors, `__eq__` of dict keys or of a `str`
+// subclass name), hence `"C-unwind"`.
+
+extern "C-unwind" {
+    /// The generic `getattr` with `dict` as the instance dict: what the
+    /// built-in `_local` uses (declared in CPython's `cpython/object.h`,
+    /// exported in 3.9 – 3.13).
+    pub fn _PyObject_GenericGetAttrWithDict(
+        obj: *mut PyObject,
+        name: *mut PyObject,
+        dict: *mut PyObject,
+        suppress: c_int,
+    ) -> *mut PyObject;
+    /// The generic `setattr`/`delattr` (`value` NULL) with `dict` as the
+    /// instance dict.
+    pub fn _PyObject_GenericSetAttrWithDict(
+        obj: *mut PyObject,
+        name: *mut PyObject,
+        value: *mut PyObject,
+        dict: *mut PyObject,
+    ) -> c_int;
+    pub fn PyDict_GetItemWithError(dict: *mut PyObject, key: *mut PyObject) -> *mut PyObject;
+    pub fn PyObject_RichCompareBool(a: *mut PyObject, b: *mut PyObject, op: c_int) -> c_int;
+}
+
+#[cfg(Py_3_13)]
+extern "C-unwind" {
+    pub fn PyImport_GetModule(name: *mut PyObject) -> *mut PyObject;
+    pub fn PyObject_SetAttrString(
+        obj: *mut PyObject,
+        name: *const c_char,
+        value: *mut PyObject,
+    ) -> c_int;
+    /// Replacing a `sys` attribute may free the old value (running Python code).
+    pub fn PySys_SetObject(name: *const c_char, value: *mut PyObject) -> c_int;
 }

@@ -14,6 +14,8 @@ use pyo3::ffi::{self, PyObject};
 pub const RELEASE_UNLOCKED: &CStr = c"release unlocked lock";
 /// `RLock.release()` by a non-owner, or of an RLock nobody holds.
 pub const RELEASE_UNACQUIRED: &CStr = c"cannot release un-acquired lock";
+/// `RLock.acquire()` by its owner at the largest recursion count.
+pub const RLOCK_COUNT_OVERFLOW: &CStr = c"Internal lock count overflowed";
 /// `acquire(False, timeout)` with a timeout other than -1.
 pub const NONBLOCKING_TIMEOUT: &CStr = c"can't specify a timeout for a non-blocking call";
 /// A negative timeout other than -1.
@@ -21,11 +23,23 @@ pub const NONBLOCKING_TIMEOUT: &CStr = c"can't specify a timeout for a non-block
 pub const NEGATIVE_TIMEOUT: &CStr = c"timeout value must be a non-negative number";
 #[cfg(not(Py_3_13))]
 pub const NEGATIVE_TIMEOUT: &CStr = c"timeout value must be positive";
-/// A timeout above `PY_TIMEOUT_MAX` microseconds (reachable from 3.12 on).
-#[cfg(Py_3_12)]
+/// A timeout above `PY_TIMEOUT_MAX` microseconds.
 pub const TIMEOUT_TOO_LARGE: &CStr = c"timeout value is too large";
 /// `pthread_create` failed.
 pub const CANT_START_THREAD: &CStr = c"can't start new thread";
+/// Thread handles (3.13).
+#[cfg(Py_3_13)]
+pub const THREAD_NOT_STARTED: &CStr = c"thread not started";
+#[cfg(Py_3_13)]
+pub const THREAD_ALREADY_STARTED: &CStr = c"thread already started";
+#[cfg(Py_3_13)]
+pub const JOIN_CURRENT_THREAD: &CStr = c"Cannot join current thread";
+#[cfg(Py_3_13)]
+pub const NOT_A_HANDLE: &CStr = c"'handle' must be a _ThreadHandle";
+#[cfg(Py_3_13)]
+pub const THREAD_FUNC_NOT_CALLABLE: &CStr = c"thread function must be callable";
+#[cfg(Py_3_13)]
+pub const IDENT_NOT_INT: &CStr = c"ident must be an integer";
 /// `start_new_thread` argument checks.
 pub const NOT_CALLABLE: &CStr = c"first arg must be callable";
 pub const ARGS_NOT_TUPLE: &CStr = c"2nd arg must be a tuple";
@@ -83,7 +97,6 @@ pub unsafe fn type_error(message: &CStr) -> *mut PyObject {
 }
 
 /// `OverflowError(message)`.
-#[cfg(Py_3_12)]
 ///
 /// # Safety
 /// The GIL must be held.
@@ -101,4 +114,48 @@ pub unsafe fn overflow_error(message: &CStr) -> *mut PyObject {
 pub unsafe fn thread_error(message: &CStr) -> *mut PyObject {
     // SAFETY: GIL held (caller); PyExc_RuntimeError is initialised at startup.
     unsafe { raise(ffi::PyExc_RuntimeError, message) }
+}
+
+/// `_excepthook(args)` with `args` not exactly an `_ExceptHookArgs`.
+pub const EXCEPTHOOK_ARG_TYPE: &CStr = c"_thread.excepthook argument type must be ExceptHookArgs";
+
+/// `_local(...)` with arguments, when the type's `__init__` is `object`'s.
+pub const LOCAL_INIT_ARGS: &CStr = c"Initialization arguments are not supported";
+/// `PyThreadState_GetDict()` gave nothing (no thread state, or no memory).
+pub const NO_THREAD_STATE_DICT: &CStr = c"Couldn't get thread-state dictionary";
+
+/// `SystemError(message)`.
+///
+/// # Safety
+/// The GIL must be held.
+#[cold]
+pub unsafe fn system_error(message: &CStr) -> *mut PyObject {
+    // SAFETY: GIL held (caller); PyExc_SystemError is initialised at startup.
+    unsafe { raise(ffi::PyExc_SystemError, message) }
+}
+
+/// Assigning or deleting `obj.<name>` where the attribute is read-only (a
+/// `_local`'s `__dict__`): AttributeError with the built-in's message.
+/// Returns -1, the `tp_setattro` error value.
+///
+/// # Safety
+/// The GIL must be held; `obj` and `name` live.
+#[cold]
+pub unsafe fn attribute_read_only(obj: *mut PyObject, name: *mut PyObject) -> std::ffi::c_int {
+    // SAFETY: GIL held; tp_name is NUL-terminated. `%U` needs a str; any
+    // other object equal to "__dict__" is formatted with str() instead.
+    unsafe {
+        let format = if ffi::PyUnicode_Check(name) != 0 {
+            c"'%.100s' object attribute '%U' is read-only"
+        } else {
+            c"'%.100s' object attribute '%S' is read-only"
+        };
+        ffi::PyErr_Format(
+            ffi::PyExc_AttributeError,
+            format.as_ptr(),
+            (*ffi::Py_TYPE(obj)).tp_name,
+            name,
+        );
+    }
+    -1
 }

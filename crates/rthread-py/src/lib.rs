@@ -10,11 +10,14 @@ mod acquire;
 mod capi;
 mod errors;
 mod excepthook;
+mod handle;
 mod local;
 mod lock;
 mod module;
 mod pytype;
 mod rlock;
+#[cfg(not(Py_3_13))]
+mod sentinel;
 mod thread;
 
 use pyo3::prelude::*;

@@ -48,6 +48,17 @@ pub unsafe fn new_lock() -> *mut PyObject {
     }
 }
 
+/// Releases the lock if it is held (thread-exit sentinels); never raises.
+///
+/// # Safety
+/// `obj` must be a live lock object.
+#[cfg(not(Py_3_13))]
+pub unsafe fn release_quietly(obj: *mut PyObject) {
+    // SAFETY: forwarded obligation. A lock that is not held stays unlocked
+    // (NotLocked is a plain error value), which is what "quietly" means here.
+    let _ = unsafe { lock_of(obj) }.release();
+}
+
 /// The lock inside a lock object.
 ///
 /// # Safety
@@ -148,34 +159,82 @@ unsafe extern "C-unwind" fn new(
     }
 }
 
-const ACQUIRE_DOC: &std::ffi::CStr = c"acquire(blocking=True, timeout=-1) -> bool\n\
-(acquire_lock() is an obsolete synonym)\n\n\
-Lock the lock. Without arguments, block until the lock is free, then take it\n\
+macro_rules! acquire_doc {
+    ($name:literal) => {
+        capi::docstring!(
+            concat!($name, "($self, /, blocking=True, timeout=-1)"),
+            "Lock the lock. Without arguments, block until the lock is free, then take it\n\
 and return True. With blocking false, take it only if that needs no wait.\n\
 With a non-negative timeout, wait at most that many seconds. Returns whether\n\
-the lock was taken.";
-const RELEASE_DOC: &std::ffi::CStr = c"release()\n\
-(release_lock() is an obsolete synonym)\n\n\
-Unlock the lock. Any thread may release it; it must be locked, or RuntimeError\n\
-is raised.";
-const LOCKED_DOC: &std::ffi::CStr = c"locked() -> bool\n\
-(locked_lock() is an obsolete synonym)\n\n\
-Whether the lock is held by some thread.";
-const EXIT_DOC: &std::ffi::CStr = c"__exit__(*args)\n\nRelease the lock (the `with` statement).";
-
+the lock was taken. (acquire_lock is an old name of acquire.)"
+        )
+    };
+}
+macro_rules! noargs_doc {
+    ($name:literal, $text:literal) => {
+        capi::docstring!(concat!($name, "($self, /)"), $text)
+    };
+}
 const METHODS_LIST: &[MethodDef] = &[
-    MethodDef::fastcall(c"acquire_lock", acquire, ACQUIRE_DOC),
-    MethodDef::fastcall(c"acquire", acquire, ACQUIRE_DOC),
-    MethodDef::noargs(c"release_lock", release, RELEASE_DOC),
-    MethodDef::noargs(c"release", release, RELEASE_DOC),
-    MethodDef::noargs(c"locked_lock", locked, LOCKED_DOC),
-    MethodDef::noargs(c"locked", locked, LOCKED_DOC),
-    MethodDef::fastcall(c"__enter__", acquire, ACQUIRE_DOC),
-    MethodDef::varargs(c"__exit__", release, EXIT_DOC),
+    MethodDef::fastcall(c"acquire_lock", acquire, acquire_doc!("acquire_lock")),
+    MethodDef::fastcall(c"acquire", acquire, acquire_doc!("acquire")),
+    MethodDef::noargs(
+        c"release_lock",
+        release,
+        noargs_doc!(
+            "release_lock",
+            "Unlock the lock. Any thread may release it; it must be locked, or RuntimeError\n\
+is raised. (release_lock is an old name of release.)"
+        ),
+    ),
+    MethodDef::noargs(
+        c"release",
+        release,
+        noargs_doc!(
+            "release",
+            "Unlock the lock. Any thread may release it; it must be locked, or RuntimeError\n\
+is raised. (release_lock is an old name of release.)"
+        ),
+    ),
+    MethodDef::noargs(
+        c"locked_lock",
+        locked,
+        noargs_doc!(
+            "locked_lock",
+            "Whether the lock is held by some thread. (locked_lock is an old name.)"
+        ),
+    ),
+    MethodDef::noargs(
+        c"locked",
+        locked,
+        noargs_doc!(
+            "locked",
+            "Whether the lock is held by some thread. (locked_lock is an old name.)"
+        ),
+    ),
+    MethodDef::fastcall(
+        c"__enter__",
+        acquire,
+        noargs_doc!(
+            "__enter__",
+            "Take the lock (the `with` statement); same arguments as acquire()."
+        ),
+    ),
+    MethodDef::varargs(
+        c"__exit__",
+        release,
+        capi::docstring!(
+            "__exit__($self, /, *exc_info)",
+            "Release the lock (the `with` statement)."
+        ),
+    ),
     MethodDef::noargs(
         c"_at_fork_reinit",
         at_fork_reinit,
-        c"_at_fork_reinit()\n\nReset the lock to a fresh, unlocked state (used after fork()).",
+        noargs_doc!(
+            "_at_fork_reinit",
+            "Reset the lock to a fresh, unlocked state (used after fork())."
+        ),
     ),
     MethodDef::END,
 ];
@@ -196,11 +255,14 @@ pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         capi::slot(ffi::Py_tp_members, MEMBERS.get().cast()),
         capi::slot(
             ffi::Py_tp_doc,
-            c"A binary lock with no owner: any thread may release it, and a thread that\n\
+            capi::docstring!(
+                "lock()",
+                "A binary lock with no owner: any thread may release it, and a thread that\n\
 acquires it twice without releasing blocks itself. Create one with\n\
 allocate_lock() (or threading.Lock()). Use acquire(), release() and\n\
 locked(), or a with statement."
-                .as_ptr() as *mut c_void,
+            )
+            .as_ptr() as *mut c_void,
         ),
     ];
     #[cfg(Py_3_13)]

@@ -4,7 +4,13 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi::{self, PyObject};
 use pyo3::prelude::*;
 
-use crate::capi::{self, MethodDef, Static};
+use std::ffi::CStr;
+
+use crate::capi::{self, docstring, MethodDef, Static};
+#[cfg(Py_3_13)]
+use crate::handle;
+#[cfg(not(Py_3_13))]
+use crate::sentinel;
 use crate::{excepthook, local, lock, rlock, thread};
 
 unsafe extern "C-unwind" fn allocate_lock(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
@@ -20,40 +26,63 @@ unsafe extern "C-unwind" fn always_true(_: *mut PyObject, _: *mut PyObject) -> *
     unsafe { capi::boolean(true) }
 }
 
-const START_DOC: &std::ffi::CStr = c"start_new_thread(function, args[, kwargs])\n\
-(start_new() is an obsolete synonym)\n\n\
-Run function(*args, **kwargs) in a new thread and return its identifier.\n\
+const START_DOC: &CStr = docstring!(
+    "start_new_thread($module, function, args, kwargs={}, /)",
+    "Run function(*args, **kwargs) in a new thread and return its identifier.\n\
 The thread ends when the function returns; SystemExit ends it quietly, any\n\
-other exception is passed to sys.unraisablehook.";
-const ALLOCATE_DOC: &std::ffi::CStr = c"allocate_lock() -> lock object\n\
-(allocate() is an obsolete synonym)\n\n\
-Return a new, unlocked lock.";
-const EXIT_DOC: &std::ffi::CStr = c"exit()\n(exit_thread() is an obsolete synonym)\n\n\
-End the calling thread by raising SystemExit.";
+other exception is passed to sys.unraisablehook."
+);
+const START_ALIAS_DOC: &CStr = docstring!(
+    "start_new($module, function, args, kwargs={}, /)",
+    "Old name of start_new_thread()."
+);
+const ALLOCATE_DOC: &CStr = docstring!(
+    "allocate_lock($module, /)",
+    "Return a new, unlocked lock object."
+);
+const ALLOCATE_ALIAS_DOC: &CStr =
+    docstring!("allocate($module, /)", "Old name of allocate_lock().");
+const EXIT_DOC: &CStr = docstring!(
+    "exit($module, /)",
+    "End the calling thread by raising SystemExit (quietly, unless caught)."
+);
+const EXIT_ALIAS_DOC: &CStr = docstring!("exit_thread($module, /)", "Old name of exit().");
 #[cfg(not(Py_3_10))]
-const INTERRUPT_DOC: &std::ffi::CStr = c"interrupt_main()\n\n\
-Make the main thread act as if SIGINT arrived: its handler runs soon.";
+const INTERRUPT_DOC: &CStr = docstring!(
+    "interrupt_main($module, /)",
+    "Make the main thread act as if SIGINT arrived: its handler runs soon."
+);
 #[cfg(Py_3_10)]
-const INTERRUPT_DOC: &std::ffi::CStr = c"interrupt_main(signum=signal.SIGINT, /)\n\n\
-Make the main thread act as if the signal arrived: its Python handler runs\n\
-soon. Nothing happens if the signal is ignored or has no Python handler.";
-const IDENT_DOC: &std::ffi::CStr = c"get_ident() -> integer\n\n\
-A non-zero integer identifying the calling thread among the running ones.\n\
-It may be reused once the thread has ended.";
-const NATIVE_ID_DOC: &std::ffi::CStr = c"get_native_id() -> integer\n\n\
-The operating system's id of the calling thread (the kernel TID on Linux).";
-const STACK_DOC: &std::ffi::CStr = c"stack_size([size]) -> size\n\n\
-Return the stack size used for new threads and set it to size (0 when not\n\
-given: the platform default). A non-zero size must be at least 32768 bytes.";
-const COUNT_DOC: &std::ffi::CStr = c"_count() -> integer\n\n\
-How many threads started by this module are still running their function.";
+const INTERRUPT_DOC: &CStr = docstring!(
+    "interrupt_main($module, signum=signal.SIGINT, /)",
+    "Make the main thread act as if the signal arrived: its Python handler runs\n\
+soon. Nothing happens if the signal is ignored or has no Python handler."
+);
+const IDENT_DOC: &CStr = docstring!(
+    "get_ident($module, /)",
+    "A non-zero integer identifying the calling thread among the running ones.\n\
+It may be reused once the thread has ended."
+);
+const NATIVE_ID_DOC: &CStr = docstring!(
+    "get_native_id($module, /)",
+    "The operating system's id of the calling thread (the kernel TID on Linux)."
+);
+const STACK_DOC: &CStr = docstring!(
+    "stack_size($module, size=0, /)",
+    "Return the stack size used for new threads and set it to size (0 when not\n\
+given: the platform default). A non-zero size must be at least 32768 bytes."
+);
+const COUNT_DOC: &CStr = docstring!(
+    "_count($module, /)",
+    "How many threads started by this module are still running their function."
+);
 
 const FUNCTIONS_LIST: &[MethodDef] = &[
     MethodDef::varargs(c"start_new_thread", thread::start_new_thread, START_DOC),
-    MethodDef::varargs(c"start_new", thread::start_new_thread, START_DOC),
+    MethodDef::varargs(c"start_new", thread::start_new_thread, START_ALIAS_DOC),
     MethodDef::noargs(c"allocate_lock", allocate_lock, ALLOCATE_DOC),
-    MethodDef::noargs(c"allocate", allocate_lock, ALLOCATE_DOC),
-    MethodDef::noargs(c"exit_thread", thread::exit, EXIT_DOC),
+    MethodDef::noargs(c"allocate", allocate_lock, ALLOCATE_ALIAS_DOC),
+    MethodDef::noargs(c"exit_thread", thread::exit, EXIT_ALIAS_DOC),
     MethodDef::noargs(c"exit", thread::exit, EXIT_DOC),
     #[cfg(not(Py_3_10))]
     MethodDef::noargs(c"interrupt_main", thread::interrupt_main, INTERRUPT_DOC),
@@ -63,17 +92,61 @@ const FUNCTIONS_LIST: &[MethodDef] = &[
     MethodDef::noargs(c"get_native_id", thread::get_native_id, NATIVE_ID_DOC),
     MethodDef::noargs(c"_count", thread::count, COUNT_DOC),
     MethodDef::varargs(c"stack_size", thread::stack_size, STACK_DOC),
+    #[cfg(not(Py_3_13))]
+    MethodDef::noargs(
+        c"_set_sentinel",
+        sentinel::set_sentinel,
+        c"_set_sentinel() -> lock\n\nA new lock which, if held when the calling thread's thread state is\ndeleted, is released then (for threading's join and shutdown).",
+    ),
+    #[cfg(Py_3_13)]
+    MethodDef::keywords(
+        c"start_joinable_thread",
+        thread::start_joinable_thread,
+        docstring!(
+            "start_joinable_thread($module, /, function, handle=None, daemon=True)",
+            "Run function() in a new thread and return its _ThreadHandle. Non-daemon\n\
+threads are waited for by _shutdown()."
+        ),
+    ),
+    #[cfg(Py_3_13)]
+    MethodDef::noargs(
+        c"_shutdown",
+        thread::shutdown,
+        docstring!(
+            "_shutdown($module, /)",
+            "Wait for every non-daemon thread started by start_joinable_thread(),\n\
+but the calling one."
+        ),
+    ),
+    #[cfg(Py_3_13)]
+    MethodDef::onearg(
+        c"_make_thread_handle",
+        thread::make_thread_handle,
+        docstring!(
+            "_make_thread_handle($module, ident, /)",
+            "A _ThreadHandle in the running state for a thread started elsewhere."
+        ),
+    ),
+    #[cfg(Py_3_13)]
+    MethodDef::noargs(
+        c"_get_main_thread_ident",
+        thread::get_main_thread_ident,
+        docstring!("_get_main_thread_ident($module, /)", "The identifier of the main thread."),
+    ),
     #[cfg(Py_3_12)]
     MethodDef::noargs(
         c"daemon_threads_allowed",
         always_true,
-        c"daemon_threads_allowed() -> bool\n\nWhether daemon threads may be started in this interpreter.",
+        docstring!(
+            "daemon_threads_allowed($module, /)",
+            "Whether daemon threads may be started in this interpreter."
+        ),
     ),
     #[cfg(Py_3_12)]
     MethodDef::noargs(
         c"_is_main_interpreter",
         always_true,
-        c"_is_main_interpreter() -> bool\n\nWhether this is the main interpreter.",
+        docstring!("_is_main_interpreter($module, /)", "Whether this is the main interpreter."),
     ),
     MethodDef::END,
 ];
@@ -84,9 +157,21 @@ static FUNCTIONS: Static<[MethodDef; FUNCTIONS_LIST.len()]> =
 /// Fills the module: functions, types, constants.
 pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    // SAFETY: the GIL is held; FUNCTIONS is a 'static, END-terminated table.
-    if unsafe { ffi::PyModule_AddFunctions(m.as_ptr(), capi::method_table(&FUNCTIONS)) } < 0 {
-        return Err(PyErr::fetch(py));
+    // The functions say they belong to `_thread` (their `__module__`, and
+    // the "_thread.f() takes no arguments" messages of 3.11+), like the types.
+    let module_name = pyo3::types::PyString::new(py, "_thread");
+    for index in 0..FUNCTIONS_LIST.len() - 1 {
+        // SAFETY: the GIL is held; `index` is inside the 'static FUNCTIONS
+        // table (its END entry excluded), which outlives the function object.
+        let func = unsafe {
+            let def = FUNCTIONS.get().cast::<MethodDef>().add(index);
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyCFunction_NewEx(def.cast(), m.as_ptr(), module_name.as_ptr()),
+            )?
+        };
+        let name = func.getattr("__name__")?;
+        m.add(name.cast_into::<pyo3::types::PyString>()?, func)?;
     }
     let lock_type = lock::create_type(py)?;
     m.add("LockType", &lock_type)?;
@@ -95,6 +180,12 @@ pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RLock", rlock::create_type(py)?)?;
     m.add("error", py.get_type::<PyRuntimeError>())?;
     m.add("TIMEOUT_MAX", rthread_core::TIMEOUT_MAX)?;
+    #[cfg(not(Py_3_13))]
+    sentinel::init(py)?;
+    #[cfg(Py_3_13)]
+    m.add("_ThreadHandle", handle::create_type(py)?)?;
+    thread::init_main_ident();
+    thread::register_fork_handler(py)?;
     local::register(m)?;
     excepthook::register(m)?;
     Ok(())

@@ -103,23 +103,17 @@ pub unsafe fn free_instance(obj: *mut PyObject) {
     }
 }
 
-#[cfg(Py_3_13)]
 /// For `tp_new` functions that accept no arguments: raises what CPython's
-/// argument clinic raises and returns false if any were given.
+/// argument clinic raises (keywords are checked first) and returns false if
+/// any were given.
 ///
 /// # Safety
 /// The GIL must be held; `args` is a tuple and `kwargs` NULL or a dict.
+#[cfg(Py_3_13)]
 pub unsafe fn no_arguments(name: &CStr, args: *mut PyObject, kwargs: *mut PyObject) -> bool {
     // SAFETY: GIL held; `args` is a tuple, `kwargs` NULL or a dict.
     unsafe {
         let name = name.to_string_lossy();
-        if ffi::PyTuple_GET_SIZE(args) != 0 {
-            crate::errors::raise_string(
-                ffi::PyExc_TypeError,
-                &format!("{name}() takes no positional arguments"),
-            );
-            return false;
-        }
         if !kwargs.is_null() && ffi::PyDict_Size(kwargs) != 0 {
             crate::errors::raise_string(
                 ffi::PyExc_TypeError,
@@ -127,6 +121,57 @@ pub unsafe fn no_arguments(name: &CStr, args: *mut PyObject, kwargs: *mut PyObje
             );
             return false;
         }
+        let given = ffi::PyTuple_GET_SIZE(args);
+        if given != 0 {
+            crate::errors::raise_string(
+                ffi::PyExc_TypeError,
+                &format!("{name} expected 0 arguments, got {given}"),
+            );
+            return false;
+        }
         true
     }
+}
+
+/// [`create`], plus `extra` bits in `tp_flags` (e.g. `Py_TPFLAGS_HAVE_GC`,
+/// which needs `Py_tp_traverse` among the slots).
+pub fn create_with_flags<'py>(
+    py: Python<'py>,
+    name: &'static CStr,
+    basicsize: usize,
+    flags: Flags,
+    extra: std::ffi::c_ulong,
+    slots: &mut Vec<ffi::PyType_Slot>,
+) -> PyResult<Bound<'py, PyAny>> {
+    slots.push(ffi::PyType_Slot {
+        slot: 0,
+        pfunc: std::ptr::null_mut(),
+    });
+    let mut tp_flags = ffi::Py_TPFLAGS_DEFAULT | extra;
+    if flags.base_type {
+        tp_flags |= ffi::Py_TPFLAGS_BASETYPE;
+    }
+    #[cfg(Py_3_10)]
+    {
+        tp_flags |= ffi::Py_TPFLAGS_IMMUTABLETYPE;
+        if !flags.instantiable {
+            tp_flags |= ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
+        }
+    }
+    let mut spec = ffi::PyType_Spec {
+        name: name.as_ptr(),
+        basicsize: basicsize as c_int,
+        itemsize: 0,
+        flags: tp_flags as c_uint,
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: as in `create`: GIL held, spec and slots valid for the call,
+    // name and tables 'static.
+    let tp = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
+    #[cfg(not(Py_3_10))]
+    if !flags.instantiable {
+        // SAFETY: as in `create`: the type is new and not shared yet.
+        unsafe { (*tp.as_ptr().cast::<ffi::PyTypeObject>()).tp_new = None };
+    }
+    Ok(tp)
 }

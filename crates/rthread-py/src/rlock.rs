@@ -84,6 +84,10 @@ unsafe extern "C-unwind" fn acquire(
             return ptr::null_mut();
         };
         let me = thread::current_ident();
+        // Only the owner changes the count, so this check cannot race.
+        if rlock.is_owned(me) && rlock.count() == u64::MAX {
+            return errors::raise(ffi::PyExc_OverflowError, errors::RLOCK_COUNT_OVERFLOW);
+        }
         acquire::to_python(acquire::acquire_with(
             wait,
             || rlock.try_acquire(me),
@@ -204,44 +208,87 @@ unsafe extern "C-unwind" fn repr(slf: *mut PyObject) -> *mut PyObject {
     }
 }
 
-const ACQUIRE_DOC: &std::ffi::CStr = c"acquire(blocking=True, timeout=-1) -> bool\n\n\
-Take the lock. If this thread already owns it, add one level of recursion and\n\
-return at once. Otherwise wait for it like Lock.acquire (blocking, timeout),\n\
-then become its owner with a recursion level of one.";
-const RELEASE_DOC: &std::ffi::CStr = c"release()\n\n\
-Drop one level of recursion; at level zero the lock is free again. Only the\n\
-owning thread may release, or RuntimeError is raised.";
+macro_rules! noargs_doc {
+    ($name:literal, $text:literal) => {
+        capi::docstring!(concat!($name, "($self, /)"), $text)
+    };
+}
 
 const METHODS_LIST: &[MethodDef] = &[
-    MethodDef::fastcall(c"acquire", acquire, ACQUIRE_DOC),
-    MethodDef::noargs(c"release", release, RELEASE_DOC),
+    MethodDef::fastcall(
+        c"acquire",
+        acquire,
+        capi::docstring!(
+            "acquire($self, /, blocking=True, timeout=-1)",
+            "Take the lock. If this thread already owns it, add one level of recursion and\n\
+return at once. Otherwise wait for it like Lock.acquire (blocking, timeout),\n\
+then become its owner with a recursion level of one."
+        ),
+    ),
+    MethodDef::noargs(
+        c"release",
+        release,
+        noargs_doc!(
+            "release",
+            "Drop one level of recursion; at level zero the lock is free again. Only the\n\
+owning thread may release, or RuntimeError is raised."
+        ),
+    ),
     MethodDef::noargs(
         c"_is_owned",
         is_owned,
-        c"_is_owned() -> bool\n\nWhether the calling thread owns the lock (for internal use by threading).",
+        noargs_doc!(
+            "_is_owned",
+            "Whether the calling thread owns the lock (for internal use by threading)."
+        ),
     ),
     #[cfg(Py_3_11)]
     MethodDef::noargs(
         c"_recursion_count",
         recursion_count,
-        c"_recursion_count() -> int\n\nThe recursion level if the calling thread owns the lock, else 0 (for internal use).",
+        noargs_doc!(
+            "_recursion_count",
+            "The recursion level if the calling thread owns the lock, else 0 (for internal use)."
+        ),
     ),
     MethodDef::varargs(
         c"_acquire_restore",
         acquire_restore,
-        c"_acquire_restore(state)\n\nTake the lock and restore the (count, owner) pair _release_save returned (for internal use by threading.Condition).",
+        capi::docstring!(
+            "_acquire_restore($self, state, /)",
+            "Take the lock and restore the (count, owner) pair _release_save returned\n\
+(for internal use by threading.Condition)."
+        ),
     ),
     MethodDef::noargs(
         c"_release_save",
         release_save,
-        c"_release_save() -> (count, owner)\n\nRelease the lock completely and return its state (for internal use by threading.Condition).",
+        noargs_doc!(
+            "_release_save",
+            "Release the lock completely and return its (count, owner) state (for\n\
+internal use by threading.Condition)."
+        ),
     ),
-    MethodDef::fastcall(c"__enter__", acquire, ACQUIRE_DOC),
-    MethodDef::varargs(c"__exit__", release, c"__exit__(*args)\n\nRelease one level of the lock (the `with` statement)."),
+    MethodDef::fastcall(
+        c"__enter__",
+        acquire,
+        noargs_doc!(
+            "__enter__",
+            "Take the lock (the `with` statement); same arguments as acquire()."
+        ),
+    ),
+    MethodDef::varargs(
+        c"__exit__",
+        release,
+        c"__exit__(*args)\n\nRelease one level of the lock (the `with` statement).",
+    ),
     MethodDef::noargs(
         c"_at_fork_reinit",
         at_fork_reinit,
-        c"_at_fork_reinit()\n\nReset the lock to a fresh, unowned state (used after fork()).",
+        noargs_doc!(
+            "_at_fork_reinit",
+            "Reset the lock to a fresh, unowned state (used after fork())."
+        ),
     ),
     MethodDef::END,
 ];

@@ -12,13 +12,15 @@
 //! Python runs, so the unwind passes through it and the process lives on.
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use pyo3::ffi::{self, PyObject, Py_ssize_t};
 use rthread_core::thread::{self, StackSizeError};
 
 use crate::capi;
 use crate::errors;
+use crate::handle::{self, Handle};
 
 /// Threads started here that are running their callable (`_count()`).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -30,6 +32,9 @@ struct Boot {
     args: *mut PyObject,
     /// NULL when no keyword arguments were given.
     kwargs: *mut PyObject,
+    /// From `Arc::into_raw`, or NULL for threads nobody joins
+    /// (`start_new_thread`).
+    handle: *const Handle,
 }
 
 /// The new thread's entry point.
@@ -47,7 +52,15 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
     //   `_count` was decremented (a weakref callback on the callable may
     //   observe `_count()`).
     unsafe {
-        let Boot { func, args, kwargs } = *Box::from_raw(arg.cast::<Boot>());
+        let Boot {
+            func,
+            args,
+            kwargs,
+            handle,
+        } = *Box::from_raw(arg.cast::<Boot>());
+        if !handle.is_null() {
+            (*handle).set_ident(thread::current_ident());
+        }
         let gil = capi::PyGILState_Ensure();
         RUNNING.fetch_add(1, Ordering::Relaxed);
         let result = capi::PyObject_Call(func, args, kwargs);
@@ -63,6 +76,11 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
             capi::Py_DecRef(kwargs);
         }
         capi::PyGILState_Release(gil);
+        // Python is done with this thread: wake the joiners. (A thread ended
+        // by finalization never gets here; nobody joins it any more.)
+        if !handle.is_null() {
+            Arc::from_raw(handle).set_done();
+        }
     }
     ptr::null_mut()
 }
@@ -135,18 +153,24 @@ pub unsafe extern "C-unwind" fn start_new_thread(
         {
             return ptr::null_mut();
         }
-        match spawn(func, args, kwargs) {
+        match spawn(func, args, kwargs, None) {
             Some(ident) => ffi::PyLong_FromUnsignedLongLong(ident),
             None => errors::thread_error(errors::CANT_START_THREAD),
         }
     }
 }
 
-/// Starts `func(*args, **kwargs)` on a new thread; `None` if the OS refused.
+/// Starts `func(*args, **kwargs)` on a new thread, whose end sets `handle`
+/// done; `None` if the OS refused.
 ///
 /// # Safety
 /// The GIL is held; `func` callable, `args` a tuple, `kwargs` NULL or a dict.
-unsafe fn spawn(func: *mut PyObject, args: *mut PyObject, kwargs: *mut PyObject) -> Option<u64> {
+unsafe fn spawn(
+    func: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+    handle: Option<Arc<Handle>>,
+) -> Option<u64> {
     // SAFETY: GIL held (caller). Boot owns one new reference to each object;
     // ownership passes to the thread only when spawn_raw succeeds, and
     // `thread_main` upholds spawn_raw's contract for a Box<Boot> argument.
@@ -156,11 +180,25 @@ unsafe fn spawn(func: *mut PyObject, args: *mut PyObject, kwargs: *mut PyObject)
         if !kwargs.is_null() {
             ffi::Py_INCREF(kwargs);
         }
-        let boot = Box::into_raw(Box::new(Boot { func, args, kwargs }));
+        let handle = handle.map_or(ptr::null(), Arc::into_raw);
+        let boot = Box::into_raw(Box::new(Boot {
+            func,
+            args,
+            kwargs,
+            handle,
+        }));
         match thread::spawn_raw(thread::stack_size(), thread_main, boot.cast()) {
             Ok(ident) => Some(ident),
             Err(_) => {
-                let Boot { func, args, kwargs } = *Box::from_raw(boot);
+                let Boot {
+                    func,
+                    args,
+                    kwargs,
+                    handle,
+                } = *Box::from_raw(boot);
+                if !handle.is_null() {
+                    drop(Arc::from_raw(handle));
+                }
                 ffi::Py_DECREF(func);
                 ffi::Py_DECREF(args);
                 if !kwargs.is_null() {
@@ -247,9 +285,11 @@ pub unsafe extern "C-unwind" fn interrupt_main(
     // SAFETY: called by CPython with the GIL held and `args` a tuple.
     unsafe {
         let mut signum: std::ffi::c_int = libc::SIGINT;
+        // "signum" as the function name is what the built-in's format string
+        // says too, so its arity errors read "signum() takes at most ...".
         if capi::PyArg_ParseTuple(
             args,
-            c"|i:interrupt_main".as_ptr(),
+            c"|i:signum".as_ptr(),
             &mut signum as *mut std::ffi::c_int,
         ) == 0
         {
@@ -257,6 +297,197 @@ pub unsafe extern "C-unwind" fn interrupt_main(
         }
         if ffi::PyErr_SetInterruptEx(signum) != 0 {
             return errors::value_error(errors::SIGNAL_OUT_OF_RANGE);
+        }
+        capi::none()
+    }
+}
+
+/// Ident of the main thread: the thread that imported rthread if it is the
+/// process's initial thread (or the thread that survived a fork).
+static MAIN_IDENT: AtomicU64 = AtomicU64::new(0);
+
+/// Records the main thread's ident at module init.
+pub fn init_main_ident() {
+    MAIN_IDENT.store(thread::current_ident(), Ordering::Relaxed);
+}
+
+/// `os.register_at_fork(after_in_child=...)` target: the forking thread is
+/// the only one left.
+unsafe extern "C-unwind" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    init_main_ident();
+    handle::after_fork_child();
+    // SAFETY: called by CPython with the GIL held.
+    unsafe { capi::none() }
+}
+
+static AFTER_FORK_DEF: capi::Static<capi::MethodDef> = capi::Static::new(capi::MethodDef::noargs(
+    c"_rthread_after_fork_child",
+    after_fork_child,
+    c"Marks the threads that did not survive fork() as done.",
+));
+
+/// Registers the fork handler with `os.register_at_fork`.
+pub fn register_fork_handler(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+    use pyo3::prelude::*;
+    // SAFETY: the GIL is held; the method def is 'static.
+    let func = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyCFunction_NewEx(
+                AFTER_FORK_DEF.get().cast(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ),
+        )?
+    };
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("after_in_child", func)?;
+    py.import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&kwargs))?;
+    Ok(())
+}
+
+/// `_get_main_thread_ident()` (3.13).
+#[cfg(Py_3_13)]
+pub unsafe extern "C-unwind" fn get_main_thread_ident(
+    _: *mut PyObject,
+    _: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held.
+    unsafe { ffi::PyLong_FromUnsignedLongLong(MAIN_IDENT.load(Ordering::Relaxed)) }
+}
+
+/// `start_joinable_thread(function, handle=None, daemon=True)` (3.13): runs
+/// `function()` in a new thread and returns its `_ThreadHandle`; a non-daemon
+/// thread is joined by `_shutdown()`.
+#[cfg(Py_3_13)]
+pub unsafe extern "C-unwind" fn start_joinable_thread(
+    _: *mut PyObject,
+    args: *mut PyObject,
+    kwargs: *mut PyObject,
+) -> *mut PyObject {
+    static KEYWORDS: capi::Static<[*const std::ffi::c_char; 4]> = capi::Static::new([
+        c"function".as_ptr(),
+        c"handle".as_ptr(),
+        c"daemon".as_ptr(),
+        ptr::null(),
+    ]);
+    // SAFETY: called by CPython with the GIL held, `args` a tuple and
+    // `kwargs` NULL or a dict. Parsed objects are borrowed from them.
+    unsafe {
+        let mut func: *mut PyObject = ptr::null_mut();
+        let mut hobj: *mut PyObject = ptr::null_mut();
+        let mut daemon: std::ffi::c_int = 1;
+        if capi::PyArg_ParseTupleAndKeywords(
+            args,
+            kwargs,
+            c"O|Op:start_joinable_thread".as_ptr(),
+            KEYWORDS.get().cast(),
+            &mut func as *mut *mut PyObject,
+            &mut hobj as *mut *mut PyObject,
+            &mut daemon as *mut std::ffi::c_int,
+        ) == 0
+        {
+            return ptr::null_mut();
+        }
+        if ffi::PyCallable_Check(func) == 0 {
+            return errors::type_error(errors::THREAD_FUNC_NOT_CALLABLE);
+        }
+        let given = if hobj.is_null() || hobj == ffi::Py_None() {
+            None
+        } else {
+            match handle::unwrap(hobj) {
+                Some(handle) => Some(handle),
+                None => return errors::type_error(errors::NOT_A_HANDLE),
+            }
+        };
+        if capi::PySys_Audit(
+            c"_thread.start_joinable_thread".as_ptr(),
+            c"OiO".as_ptr(),
+            func,
+            daemon,
+            if hobj.is_null() { ffi::Py_None() } else { hobj },
+        ) < 0
+        {
+            return ptr::null_mut();
+        }
+        let handle = given.unwrap_or_else(Handle::not_started);
+        if !handle.begin_start(daemon != 0) {
+            return errors::thread_error(errors::THREAD_ALREADY_STARTED);
+        }
+        let result = handle::wrap(Arc::clone(&handle));
+        if result.is_null() {
+            handle.start_failed();
+            return result;
+        }
+        let empty = ffi::PyTuple_New(0);
+        if empty.is_null() {
+            handle.start_failed();
+            ffi::Py_DECREF(result);
+            return empty;
+        }
+        let started = spawn(func, empty, ptr::null_mut(), Some(Arc::clone(&handle)));
+        ffi::Py_DECREF(empty);
+        match started {
+            Some(ident) => {
+                handle.started(ident);
+                if !hobj.is_null() && hobj != ffi::Py_None() {
+                    // Return the caller's handle object itself.
+                    ffi::Py_DECREF(result);
+                    ffi::Py_INCREF(hobj);
+                    return hobj;
+                }
+                result
+            }
+            None => {
+                handle.start_failed();
+                ffi::Py_DECREF(result);
+                errors::thread_error(errors::CANT_START_THREAD)
+            }
+        }
+    }
+}
+
+/// `_make_thread_handle(ident)` (3.13): a running-state handle for a thread
+/// not started here.
+#[cfg(Py_3_13)]
+pub unsafe extern "C-unwind" fn make_thread_handle(
+    _: *mut PyObject,
+    ident: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `ident` a live object.
+    unsafe {
+        if ffi::PyLong_Check(ident) == 0 {
+            return errors::type_error(errors::IDENT_NOT_INT);
+        }
+        let value = ffi::PyLong_AsUnsignedLongLong(ident);
+        if value == u64::MAX && !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        handle::wrap(Handle::running(value))
+    }
+}
+
+/// `_shutdown()` (3.13): waits for every non-daemon thread but the caller.
+/// A signal handler that raises (Ctrl-C) ends the wait; the error goes to
+/// `sys.unraisablehook`.
+#[cfg(Py_3_13)]
+pub unsafe extern "C-unwind" fn shutdown(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    use crate::acquire::{acquire_with, Outcome, Wait};
+    // SAFETY: called by CPython with the GIL held. Each handle is held as a
+    // raw Arc pointer across the GIL-free wait, so no destructor is alive
+    // there; it is released afterwards.
+    unsafe {
+        while let Some(next) = handle::next_to_join() {
+            let raw = Arc::into_raw(next);
+            let outcome =
+                acquire_with(Wait::Forever, || (*raw).is_done(), |d| (*raw).wait_until(d));
+            drop(Arc::from_raw(raw));
+            if outcome == Outcome::Error {
+                ffi::PyErr_WriteUnraisable(ptr::null_mut());
+                break;
+            }
         }
         capi::none()
     }
