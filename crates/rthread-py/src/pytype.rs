@@ -24,42 +24,7 @@ pub fn create<'py>(
     flags: Flags,
     slots: &mut Vec<ffi::PyType_Slot>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    slots.push(ffi::PyType_Slot {
-        slot: 0,
-        pfunc: std::ptr::null_mut(),
-    });
-    #[allow(unused_mut)]
-    let mut tp_flags = ffi::Py_TPFLAGS_DEFAULT;
-    if flags.base_type {
-        tp_flags |= ffi::Py_TPFLAGS_BASETYPE;
-    }
-    #[cfg(Py_3_10)]
-    {
-        tp_flags |= ffi::Py_TPFLAGS_IMMUTABLETYPE;
-        if !flags.instantiable {
-            tp_flags |= ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
-        }
-    }
-    let mut spec = ffi::PyType_Spec {
-        name: name.as_ptr(),
-        basicsize: basicsize as c_int,
-        itemsize: 0,
-        flags: tp_flags as c_uint,
-        slots: slots.as_mut_ptr(),
-    };
-    // SAFETY: the GIL is held (`py`); the spec and slot array are valid for the
-    // call (CPython copies them); the name and every table the slots point to
-    // are 'static.
-    let tp = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
-    #[cfg(not(Py_3_10))]
-    if !flags.instantiable {
-        // 3.9 has no DISALLOW_INSTANTIATION flag, and heap types inherit
-        // object.__new__. A NULL tp_new makes `type.__call__` raise
-        // "cannot create '<name>' instances", as for the built-in's static type.
-        // SAFETY: GIL held; the type was just created and is not shared yet.
-        unsafe { (*tp.as_ptr().cast::<ffi::PyTypeObject>()).tp_new = None };
-    }
-    Ok(tp)
+    create_with_flags(py, name, basicsize, flags, 0, slots)
 }
 
 /// `Py_TYPE(obj)->tp_name` as a string (e.g. `_thread.lock`, or a
@@ -165,12 +130,16 @@ pub fn create_with_flags<'py>(
         flags: tp_flags as c_uint,
         slots: slots.as_mut_ptr(),
     };
-    // SAFETY: as in `create`: GIL held, spec and slots valid for the call,
-    // name and tables 'static.
+    // SAFETY: the GIL is held (`py`); the spec and slot array are valid for
+    // the call (CPython copies them); the name and every table the slots point
+    // to are 'static.
     let tp = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
     #[cfg(not(Py_3_10))]
     if !flags.instantiable {
-        // SAFETY: as in `create`: the type is new and not shared yet.
+        // 3.9 has no DISALLOW_INSTANTIATION flag, and heap types inherit
+        // object.__new__. A NULL tp_new makes `type.__call__` raise
+        // "cannot create '<name>' instances", as for the built-in's static type.
+        // SAFETY: GIL held; the type was just created and is not shared yet.
         unsafe { (*tp.as_ptr().cast::<ffi::PyTypeObject>()).tp_new = None };
     }
     Ok(tp)
