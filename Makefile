@@ -49,3 +49,16 @@ fmt:
 
 clean:
 	rm -rf target .venv
+
+# make bench   build and install for the default interpreter (as `make demo` does), then run
+#              `python -m rthread bench`; pass options with BENCH_ARGS, e.g.
+#              make bench BENCH_ARGS="--quick --chart bench-results/bench.png"
+BENCH_ARGS ?=
+.PHONY: bench
+bench:
+	@line=$$($(PYTHONS_CMD) | awk -v v="$(DEMO_VERSION)" '$$1==v' | head -n1); \
+	 [ -n "$$line" ] || line=$$($(PYTHONS_CMD) | tail -n1); \
+	 [ -n "$$line" ] || { echo "no CPython 3.9-3.13 found" >&2; exit 1; }; \
+	 set -- $$line; echo "== building rthread for Python $$1 ($$2)"; \
+	 scripts/install.sh "$$1" "$$2"; \
+	 .venv/$$1/bin/python -m rthread bench $(BENCH_ARGS)
