@@ -3,11 +3,15 @@
 //! while still running signal handlers promptly.
 //!
 //! The fast path (`acquire()` with no arguments on a free lock) parses nothing
-//! and does one compare-exchange while holding the GIL. Any argument takes the
-//! slow path through the interpreter's own `PyArg_ParseTupleAndKeywords` and
-//! timeout conversion, so every error is the built-in's, on every version.
+//! and does one compare-exchange while holding the GIL. The common argument
+//! shapes (`blocking` exactly True or False, any `timeout`, positional or by
+//! name) are read straight from the vectorcall arguments; anything else takes
+//! the slow path through the interpreter's own `PyArg_ParseTupleAndKeywords`,
+//! so every error is the built-in's, on every version. Timeouts always go
+//! through the interpreter's own conversion.
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi::{self, PyObject, Py_ssize_t};
 use rthread_core::{Acquire, Deadline};
@@ -22,8 +26,9 @@ pub enum Wait {
     NonBlocking,
     /// Block until acquired.
     Forever,
-    /// Block until acquired or this monotonic deadline passes.
-    Until(Deadline),
+    /// Block until acquired or this many nanoseconds (> 0) have passed; the
+    /// monotonic deadline is fixed when the first try fails.
+    Within(u64),
 }
 
 /// `-1` seconds in nanoseconds: CPython's "no timeout" marker. Only this exact
@@ -38,6 +43,25 @@ const FORMAT: &CStr = c"|iO:acquire";
 
 static KEYWORDS: Static<[*const c_char; 3]> =
     Static::new([c"blocking".as_ptr(), c"timeout".as_ptr(), ptr::null()]);
+
+/// The keyword names, interned, so that the names in a call (interned by the
+/// compiler) are recognised by identity.
+static BLOCKING_NAME: AtomicPtr<PyObject> = AtomicPtr::new(ptr::null_mut());
+static TIMEOUT_NAME: AtomicPtr<PyObject> = AtomicPtr::new(ptr::null_mut());
+
+/// Interns the keyword names; called once from module init.
+pub fn init(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+    for (slot, name) in [(&BLOCKING_NAME, c"blocking"), (&TIMEOUT_NAME, c"timeout")] {
+        // SAFETY: the GIL is held (`py`); the interned strings are kept for
+        // the life of the process.
+        let interned = unsafe { ffi::PyUnicode_InternFromString(name.as_ptr()) };
+        if interned.is_null() {
+            return Err(pyo3::PyErr::fetch(py));
+        }
+        slot.store(interned, Ordering::Relaxed);
+    }
+    Ok(())
+}
 
 /// Parses `acquire`'s vectorcall arguments. `None` means an exception is set.
 ///
@@ -54,7 +78,68 @@ pub unsafe fn parse(
         return Some(Wait::Forever);
     }
     // SAFETY: forwarded caller obligations.
-    unsafe { parse_slow(args, nargs, kwnames) }
+    unsafe {
+        match parse_common(args, nargs, kwnames) {
+            Some((blocking, timeout)) => from_values(blocking, timeout),
+            None => parse_slow(args, nargs, kwnames),
+        }
+    }
+}
+
+/// Reads the common shapes without building a tuple and a dict: at most two
+/// values, positional or named `blocking` / `timeout`, each given once, and
+/// `blocking` (if given) exactly `True` or `False`, which every version
+/// reads the same way. `None` sends the call down the slow path, which raises
+/// or converts exactly as the built-in.
+///
+/// # Safety
+/// As [`parse`].
+#[inline]
+unsafe fn parse_common(
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> Option<(bool, *mut PyObject)> {
+    // SAFETY: the GIL is held; `args` has `nargs` positional values followed
+    // by one value per name in `kwnames` (vectorcall protocol); only borrowed
+    // pointers are read.
+    unsafe {
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            ffi::PyTuple_GET_SIZE(kwnames)
+        };
+        if nargs + nkw > 2 {
+            return None;
+        }
+        let mut blocking: *mut PyObject = ptr::null_mut();
+        let mut timeout: *mut PyObject = ptr::null_mut();
+        if nargs >= 1 {
+            blocking = *args;
+        }
+        if nargs == 2 {
+            timeout = *args.add(1);
+        }
+        for i in 0..nkw {
+            let name = ffi::PyTuple_GET_ITEM(kwnames, i);
+            let value = *args.offset(nargs + i);
+            if name == BLOCKING_NAME.load(Ordering::Relaxed) && blocking.is_null() {
+                blocking = value;
+            } else if name == TIMEOUT_NAME.load(Ordering::Relaxed) && timeout.is_null() {
+                timeout = value;
+            } else {
+                return None;
+            }
+        }
+        let blocking = if blocking.is_null() || blocking == ffi::Py_True() {
+            true
+        } else if blocking == ffi::Py_False() {
+            false
+        } else {
+            return None;
+        };
+        Some((blocking, timeout))
+    }
 }
 
 #[cold]
@@ -164,7 +249,7 @@ unsafe fn from_values(blocking: bool, timeout: *mut PyObject) -> Option<Wait> {
         unsafe { errors::overflow_error(errors::TIMEOUT_TOO_LARGE) };
         return None;
     }
-    Some(Wait::Until(Deadline::after_nanos(nanos as u64)))
+    Some(Wait::Within(nanos as u64))
 }
 
 /// Outcome of [`acquire_with`].
@@ -197,7 +282,7 @@ pub unsafe fn acquire_with(
     let deadline = match wait {
         Wait::NonBlocking => return Outcome::NotAcquired,
         Wait::Forever => None,
-        Wait::Until(deadline) => Some(deadline),
+        Wait::Within(nanos) => Some(Deadline::after_nanos(nanos)),
     };
     // SAFETY: forwarded caller obligations.
     unsafe { block_without_gil(deadline, block) }

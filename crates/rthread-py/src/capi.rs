@@ -87,6 +87,9 @@ pub type CFunction = unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject) -
 /// A `METH_VARARGS | METH_KEYWORDS` function.
 pub type CFunctionKw =
     unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject, *mut PyObject) -> *mut PyObject;
+/// A `METH_FASTCALL` function (positional arguments only).
+pub type CFunctionFast =
+    unsafe extern "C-unwind" fn(*mut PyObject, *const *mut PyObject, Py_ssize_t) -> *mut PyObject;
 /// A `METH_FASTCALL | METH_KEYWORDS` function.
 pub type CFunctionFastKw = unsafe extern "C-unwind" fn(
     *mut PyObject,
@@ -101,6 +104,7 @@ pub type CFunctionFastKw = unsafe extern "C-unwind" fn(
 pub union Meth {
     pub plain: CFunction,
     pub kw: CFunctionKw,
+    pub fast: CFunctionFast,
     pub fast_kw: CFunctionFastKw,
     none: *const c_void,
 }
@@ -134,6 +138,14 @@ impl MethodDef {
             ffi::METH_VARARGS | ffi::METH_KEYWORDS,
             doc,
         )
+    }
+    #[cfg_attr(not(Py_3_11), allow(dead_code))] // __exit__ uses it from 3.11
+    pub const fn fastcall_positional(
+        name: &'static CStr,
+        f: CFunctionFast,
+        doc: &'static CStr,
+    ) -> Self {
+        Self::new(name, Meth { fast: f }, ffi::METH_FASTCALL, doc)
     }
     pub const fn fastcall(name: &'static CStr, f: CFunctionFastKw, doc: &'static CStr) -> Self {
         Self::new(

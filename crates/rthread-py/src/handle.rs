@@ -166,7 +166,7 @@ mod py {
 
     use pyo3::ffi::{self, PyObject, PyTypeObject};
     use pyo3::prelude::*;
-    use rthread_core::{thread, Deadline};
+    use rthread_core::thread;
 
     use super::Handle;
     use crate::acquire::{self, Outcome, Wait};
@@ -306,7 +306,7 @@ mod py {
                 if nanos <= 0 {
                     Wait::NonBlocking
                 } else {
-                    Wait::Until(Deadline::after_nanos(nanos as u64))
+                    Wait::Within(nanos as u64)
                 }
             };
             if !check_joinable(handle) {

@@ -91,6 +91,18 @@ unsafe extern "C-unwind" fn acquire(
     }
 }
 
+#[cfg(Py_3_11)]
+/// `__exit__(*exc_info)`: `release()`, ignoring its positional arguments
+/// (vectorcall, so a `with` block builds no argument tuple).
+unsafe extern "C-unwind" fn exit(
+    slf: *mut PyObject,
+    _args: *const *mut PyObject,
+    _nargs: Py_ssize_t,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe { release(slf, ptr::null_mut()) }
+}
+
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a lock.
     unsafe {
@@ -220,6 +232,18 @@ is raised. (release_lock is an old name of release.)"
             "Take the lock (the `with` statement); same arguments as acquire()."
         ),
     ),
+    // Vectorcall from 3.11; before, the "takes no keyword arguments" error of
+    // METH_FASTCALL named the type and the built-in's (METH_VARARGS) did not.
+    #[cfg(Py_3_11)]
+    MethodDef::fastcall_positional(
+        c"__exit__",
+        exit,
+        capi::docstring!(
+            "__exit__($self, /, *exc_info)",
+            "Release the lock (the `with` statement)."
+        ),
+    ),
+    #[cfg(not(Py_3_11))]
     MethodDef::varargs(
         c"__exit__",
         release,

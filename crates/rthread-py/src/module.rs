@@ -11,7 +11,7 @@ use crate::capi::{self, docstring, MethodDef, Static};
 use crate::handle;
 #[cfg(not(Py_3_13))]
 use crate::sentinel;
-use crate::{excepthook, local, lock, rlock, thread};
+use crate::{acquire, excepthook, local, lock, rlock, thread};
 
 unsafe extern "C-unwind" fn allocate_lock(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held, after module init.
@@ -173,6 +173,7 @@ pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let name = func.getattr("__name__")?;
         m.add(name.cast_into::<pyo3::types::PyString>()?, func)?;
     }
+    acquire::init(py)?;
     let lock_type = lock::create_type(py)?;
     m.add("LockType", &lock_type)?;
     #[cfg(Py_3_13)]

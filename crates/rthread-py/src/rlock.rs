@@ -96,6 +96,18 @@ unsafe extern "C-unwind" fn acquire(
     }
 }
 
+#[cfg(Py_3_11)]
+/// `__exit__(*exc_info)`: `release()`, ignoring its positional arguments
+/// (vectorcall, so a `with` block builds no argument tuple).
+unsafe extern "C-unwind" fn exit(
+    slf: *mut PyObject,
+    _args: *const *mut PyObject,
+    _nargs: Py_ssize_t,
+) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a RLock.
+    unsafe { release(slf, ptr::null_mut()) }
+}
+
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` an RLock.
     unsafe {
@@ -277,6 +289,15 @@ internal use by threading.Condition)."
             "Take the lock (the `with` statement); same arguments as acquire()."
         ),
     ),
+    // Vectorcall from 3.11; before, the "takes no keyword arguments" error of
+    // METH_FASTCALL named the type and the built-in's (METH_VARARGS) did not.
+    #[cfg(Py_3_11)]
+    MethodDef::fastcall_positional(
+        c"__exit__",
+        exit,
+        c"__exit__(*args)\n\nRelease one level of the lock (the `with` statement).",
+    ),
+    #[cfg(not(Py_3_11))]
     MethodDef::varargs(
         c"__exit__",
         release,
