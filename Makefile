@@ -5,17 +5,15 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHONS_CMD := scripts/pythons.sh
-DEMO_VERSION ?= $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
 
 .PHONY: demo test test-rust test-python lint fmt build clean
 
 demo:
-	@line=$$($(PYTHONS_CMD) | awk -v v="$(DEMO_VERSION)" '$$1==v' | head -n1); \
-	 [ -n "$$line" ] || line=$$($(PYTHONS_CMD) | tail -n1); \
-	 [ -n "$$line" ] || { echo "no CPython 3.9-3.13 found" >&2; exit 1; }; \
-	 set -- $$line; echo "== building rthread for Python $$1 ($$2)"; \
+	@set -- $$(scripts/default-python.sh); echo "== building rthread for Python $$1 ($$2)"; \
 	 scripts/install.sh "$$1" "$$2"; \
-	 .venv/$$1/bin/python examples/demo.py
+	 .venv/$$1/bin/python examples/demo.py; \
+	 echo; echo "== rthread vs the built-in _thread (python -m rthread bench --quick)"; \
+	 .venv/$$1/bin/python -m rthread bench --quick
 
 build:
 	@$(PYTHONS_CMD) | while read -r v p; do echo "== build $$v"; scripts/install.sh "$$v" "$$p"; done
@@ -56,9 +54,6 @@ clean:
 BENCH_ARGS ?=
 .PHONY: bench
 bench:
-	@line=$$($(PYTHONS_CMD) | awk -v v="$(DEMO_VERSION)" '$$1==v' | head -n1); \
-	 [ -n "$$line" ] || line=$$($(PYTHONS_CMD) | tail -n1); \
-	 [ -n "$$line" ] || { echo "no CPython 3.9-3.13 found" >&2; exit 1; }; \
-	 set -- $$line; echo "== building rthread for Python $$1 ($$2)"; \
+	@set -- $$(scripts/default-python.sh); echo "== building rthread for Python $$1 ($$2)"; \
 	 scripts/install.sh "$$1" "$$2"; \
 	 .venv/$$1/bin/python -m rthread bench $(BENCH_ARGS)
