@@ -82,6 +82,15 @@ macro_rules! docstring {
 }
 pub(crate) use docstring;
 
+/// The docstring of a method that takes no arguments: `method_doc!("name",
+/// "text")`, with the `name($self, /)` text signature from 3.13 on.
+macro_rules! method_doc {
+    ($name:literal, $text:literal) => {
+        $crate::capi::docstring!(concat!($name, "($self, /)"), $text)
+    };
+}
+pub(crate) use method_doc;
+
 /// A `METH_NOARGS` / `METH_O` / `METH_VARARGS` function.
 pub type CFunction = unsafe extern "C-unwind" fn(*mut PyObject, *mut PyObject) -> *mut PyObject;
 /// A `METH_VARARGS | METH_KEYWORDS` function.

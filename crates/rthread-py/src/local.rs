@@ -822,10 +822,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         capi::slot(ffi::Py_tp_members, MEMBERS.get().cast()),
         capi::slot(
             ffi::Py_tp_doc,
-            c"Thread-local attributes: each thread that uses the object sees its own\n\
+            capi::docstring!(
+                "_local()",
+                "Thread-local attributes: each thread that uses the object sees its own\n\
 set of attributes (its own __dict__). A subclass's __init__ runs again,\n\
 with the constructor's arguments, the first time each new thread uses it."
-                .as_ptr() as *mut c_void,
+            )
+            .as_ptr() as *mut c_void,
         ),
     ];
     let tp = pytype::create_with_flags(

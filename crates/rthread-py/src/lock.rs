@@ -182,18 +182,13 @@ the lock was taken. (acquire_lock is an old name of acquire.)"
         )
     };
 }
-macro_rules! noargs_doc {
-    ($name:literal, $text:literal) => {
-        capi::docstring!(concat!($name, "($self, /)"), $text)
-    };
-}
 const METHODS_LIST: &[MethodDef] = &[
     MethodDef::fastcall(c"acquire_lock", acquire, acquire_doc!("acquire_lock")),
     MethodDef::fastcall(c"acquire", acquire, acquire_doc!("acquire")),
     MethodDef::noargs(
         c"release_lock",
         release,
-        noargs_doc!(
+        capi::method_doc!(
             "release_lock",
             "Unlock the lock. Any thread may release it; it must be locked, or RuntimeError\n\
 is raised. (release_lock is an old name of release.)"
@@ -202,7 +197,7 @@ is raised. (release_lock is an old name of release.)"
     MethodDef::noargs(
         c"release",
         release,
-        noargs_doc!(
+        capi::method_doc!(
             "release",
             "Unlock the lock. Any thread may release it; it must be locked, or RuntimeError\n\
 is raised. (release_lock is an old name of release.)"
@@ -211,7 +206,7 @@ is raised. (release_lock is an old name of release.)"
     MethodDef::noargs(
         c"locked_lock",
         locked,
-        noargs_doc!(
+        capi::method_doc!(
             "locked_lock",
             "Whether the lock is held by some thread. (locked_lock is an old name.)"
         ),
@@ -219,7 +214,7 @@ is raised. (release_lock is an old name of release.)"
     MethodDef::noargs(
         c"locked",
         locked,
-        noargs_doc!(
+        capi::method_doc!(
             "locked",
             "Whether the lock is held by some thread. (locked_lock is an old name.)"
         ),
@@ -227,7 +222,7 @@ is raised. (release_lock is an old name of release.)"
     MethodDef::fastcall(
         c"__enter__",
         acquire,
-        noargs_doc!(
+        capi::method_doc!(
             "__enter__",
             "Take the lock (the `with` statement); same arguments as acquire()."
         ),
@@ -255,7 +250,7 @@ is raised. (release_lock is an old name of release.)"
     MethodDef::noargs(
         c"_at_fork_reinit",
         at_fork_reinit,
-        noargs_doc!(
+        capi::method_doc!(
             "_at_fork_reinit",
             "Reset the lock to a fresh, unlocked state (used after fork())."
         ),

@@ -220,12 +220,6 @@ unsafe extern "C-unwind" fn repr(slf: *mut PyObject) -> *mut PyObject {
     }
 }
 
-macro_rules! noargs_doc {
-    ($name:literal, $text:literal) => {
-        capi::docstring!(concat!($name, "($self, /)"), $text)
-    };
-}
-
 const METHODS_LIST: &[MethodDef] = &[
     MethodDef::fastcall(
         c"acquire",
@@ -240,7 +234,7 @@ then become its owner with a recursion level of one."
     MethodDef::noargs(
         c"release",
         release,
-        noargs_doc!(
+        capi::method_doc!(
             "release",
             "Drop one level of recursion; at level zero the lock is free again. Only the\n\
 owning thread may release, or RuntimeError is raised."
@@ -249,7 +243,7 @@ owning thread may release, or RuntimeError is raised."
     MethodDef::noargs(
         c"_is_owned",
         is_owned,
-        noargs_doc!(
+        capi::method_doc!(
             "_is_owned",
             "Whether the calling thread owns the lock (for internal use by threading)."
         ),
@@ -258,7 +252,7 @@ owning thread may release, or RuntimeError is raised."
     MethodDef::noargs(
         c"_recursion_count",
         recursion_count,
-        noargs_doc!(
+        capi::method_doc!(
             "_recursion_count",
             "The recursion level if the calling thread owns the lock, else 0 (for internal use)."
         ),
@@ -275,7 +269,7 @@ owning thread may release, or RuntimeError is raised."
     MethodDef::noargs(
         c"_release_save",
         release_save,
-        noargs_doc!(
+        capi::method_doc!(
             "_release_save",
             "Release the lock completely and return its (count, owner) state (for\n\
 internal use by threading.Condition)."
@@ -284,7 +278,7 @@ internal use by threading.Condition)."
     MethodDef::fastcall(
         c"__enter__",
         acquire,
-        noargs_doc!(
+        capi::method_doc!(
             "__enter__",
             "Take the lock (the `with` statement); same arguments as acquire()."
         ),
@@ -306,7 +300,7 @@ internal use by threading.Condition)."
     MethodDef::noargs(
         c"_at_fork_reinit",
         at_fork_reinit,
-        noargs_doc!(
+        capi::method_doc!(
             "_at_fork_reinit",
             "Reset the lock to a fresh, unowned state (used after fork())."
         ),
