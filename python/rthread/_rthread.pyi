@@ -1,0 +1,173 @@
+"""Type stubs for ``rthread._rthread``: the running interpreter's ``_thread``, in Rust.
+
+Every name of the native module, public and private, for the version it exists in
+(the module offers exactly the names of that version's built-in ``_thread``).
+"""
+
+import sys
+from collections.abc import Callable
+from threading import Thread
+from types import TracebackType
+from typing import Any, NoReturn, final
+
+from _typeshed import structseq
+from typing_extensions import Self, disjoint_base
+
+# PyO3 records the names it adds to the module in __all__, in that order.
+__all__ = [
+    "start_new_thread",
+    "start_new",
+    "allocate_lock",
+    "allocate",
+    "exit_thread",
+    "exit",
+    "interrupt_main",
+    "get_ident",
+    "get_native_id",
+    "_count",
+    "stack_size",
+]
+if sys.version_info < (3, 13):
+    __all__ += ["_set_sentinel"]
+else:
+    __all__ += ["start_joinable_thread", "_shutdown", "_make_thread_handle", "_get_main_thread_ident"]
+if sys.version_info >= (3, 12):
+    __all__ += ["daemon_threads_allowed", "_is_main_interpreter"]
+__all__ += ["LockType"]
+if sys.version_info >= (3, 13):
+    __all__ += ["lock"]
+__all__ += ["RLock", "error", "TIMEOUT_MAX"]
+if sys.version_info >= (3, 13):
+    __all__ += ["_ThreadHandle"]
+__all__ += ["_local", "_ExceptHookArgs", "_excepthook"]
+
+error = RuntimeError
+
+TIMEOUT_MAX: float
+
+@final
+class LockType:
+    """A non-reentrant lock (``threading.Lock``)."""
+
+    if sys.version_info >= (3, 13):
+        def __new__(cls) -> Self: ...
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+    def release(self) -> None: ...
+    def locked(self) -> bool: ...
+    def acquire_lock(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+    def release_lock(self) -> None: ...
+    def locked_lock(self) -> bool: ...
+    def _at_fork_reinit(self) -> None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None: ...
+
+if sys.version_info >= (3, 13):
+    lock = LockType
+
+@disjoint_base
+class RLock:
+    """A reentrant lock (``threading.RLock``); subclassable."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+    def release(self) -> None: ...
+    def _is_owned(self) -> bool: ...
+    def _release_save(self) -> tuple[int, int]: ...
+    def _acquire_restore(self, state: tuple[int, int], /) -> None: ...
+    def _at_fork_reinit(self) -> None: ...
+    if sys.version_info >= (3, 11):
+        def _recursion_count(self) -> int: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None: ...
+
+@disjoint_base
+class _local:
+    """Thread-local data: each thread sees its own ``__dict__``."""
+
+    # The base class takes no arguments; a subclass's __init__ may (the runtime
+    # signature says so from 3.13 on).
+    if sys.version_info >= (3, 13):
+        def __new__(cls) -> Self: ...
+    else:
+        def __new__(cls, *args: Any, **kwargs: Any) -> Self: ...
+
+    def __getattribute__(self, name: str, /) -> Any: ...
+    def __setattr__(self, name: str, value: Any, /) -> None: ...
+    def __delattr__(self, name: str, /) -> None: ...
+
+@final
+class _ExceptHookArgs(
+    structseq[Any],
+    tuple[type[BaseException], BaseException | None, TracebackType | None, Thread | None],
+):
+    """The argument of ``threading.excepthook``."""
+
+    if sys.version_info >= (3, 10):
+        __match_args__ = ("exc_type", "exc_value", "exc_traceback", "thread")
+    @property
+    def exc_type(self) -> type[BaseException]: ...
+    @property
+    def exc_value(self) -> BaseException | None: ...
+    @property
+    def exc_traceback(self) -> TracebackType | None: ...
+    @property
+    def thread(self) -> Thread | None: ...
+
+def _excepthook(args: _ExceptHookArgs, /) -> None: ...
+def start_new_thread(
+    function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any] = ..., /
+) -> int: ...
+def start_new(
+    function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any] = ..., /
+) -> int: ...
+def allocate_lock() -> LockType: ...
+def allocate() -> LockType: ...
+def exit() -> NoReturn: ...
+def exit_thread() -> NoReturn: ...
+
+if sys.version_info >= (3, 10):
+    def interrupt_main(signum: int = ..., /) -> None: ...
+
+else:
+    def interrupt_main() -> None: ...
+
+def get_ident() -> int: ...
+def get_native_id() -> int: ...
+def stack_size(size: int = 0, /) -> int: ...
+def _count() -> int: ...
+
+if sys.version_info < (3, 13):
+    def _set_sentinel() -> LockType: ...
+
+if sys.version_info >= (3, 12):
+    def daemon_threads_allowed() -> bool: ...
+    def _is_main_interpreter() -> bool: ...
+
+if sys.version_info >= (3, 13):
+    @final
+    class _ThreadHandle:
+        """A thread started by ``start_joinable_thread`` (or known by ident)."""
+
+        @property
+        def ident(self) -> int: ...
+        def join(self, timeout: float | None = None, /) -> None: ...
+        def is_done(self) -> bool: ...
+        def _set_done(self) -> None: ...
+
+    def start_joinable_thread(
+        function: Callable[[], object], handle: _ThreadHandle | None = None, daemon: bool = True
+    ) -> _ThreadHandle: ...
+    def _shutdown() -> None: ...
+    def _make_thread_handle(ident: int, /) -> _ThreadHandle: ...
+    def _get_main_thread_ident() -> int: ...

@@ -1,0 +1,364 @@
+"""``python -m rthread PROGRAM``: run a program as plain ``python`` would, on rthread.
+
+rthread is made the process's ``_thread`` first, then the program runs through the
+public ``runpy`` API (``run_path`` for a script, directory or zip file, ``run_module``
+for ``-m``), with what plain ``python`` does and ``runpy`` does not redone around it:
+
+- ``sys.argv`` and ``sys.path[0]`` are the ones ``python PROGRAM`` would have set;
+- the program's module stays ``sys.modules['__main__']`` after its code returns, for
+  the non-daemon threads, ``atexit`` handlers and an interactive ``-i`` prompt that
+  still use it (``runpy`` would put the ``__main__`` of ``-m rthread`` back);
+- its namespace holds the same names as under plain ``python`` (``__loader__``,
+  ``__builtins__`` as a module, ``__annotations__``, ``__package__``);
+- the exit status is the interpreter's own (an uncaught exception propagates out
+  unchanged, so SystemExit codes, exit status 1 and death by SIGINT after an
+  uncaught KeyboardInterrupt all come from the interpreter), and the traceback
+  printed starts at the program's first frame, without ``runpy`` and rthread frames;
+- a missing script or module is reported with plain ``python``'s message and status.
+
+This module is imported before rthread is active: at module level it may only
+import modules that are already loaded and bind nothing of ``_thread``.
+"""
+
+import os
+import sys
+
+USAGE = """\
+usage: python [python options] -m rthread PROGRAM [args ...]
+
+Runs PROGRAM as plain python would, with rthread as the process's _thread:
+
+  python -m rthread script.py [args]    a script (or a directory or zip file with __main__.py)
+  python -m rthread -m module [args]    a module, as python -m module
+  python -m rthread -c command [args]   a command string, as python -c command
+  python -m rthread - [args]            a program read from (non-interactive) standard input
+  python -m rthread bench [options]     benchmarks against the built-in _thread (bench --help)
+
+Only this process runs on rthread. To put its child processes (subprocess with
+sys.executable, multiprocessing spawn, -I children) on rthread too, set RTHREAD=1 in the
+environment instead: the 00-rthread.pth file installed with rthread then activates rthread
+in every interpreter that starts with it (python -S skips .pth files). A script named
+"bench" runs as ./bench.
+
+Options:
+  -h, --help    show this help and exit
+  --            end of options: the next argument is the script, even if it starts with -
+"""
+
+# Modules that bind a piece of the built-in ``_thread`` at import time and are
+# imported by the interpreter itself before the ``__main__`` of ``-m rthread``
+# runs (3.9 - 3.11: runpy -> importlib.util -> contextlib -> functools, reprlib).
+# Their module-level names are pointed at rthread's equivalents before install();
+# anything else that got there first makes activation fail.
+_REBINDABLE = frozenset({"functools", "reprlib"})
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parse(argv):
+    """``(kind, target, args)``: kind is "help", "script", "module", "command" or "stdin"."""
+    if not argv:
+        raise _UsageError(None)
+    first = argv[0]
+    if first in ("-h", "--help"):
+        return "help", None, []
+    if first == "--":
+        if len(argv) < 2:
+            raise _UsageError("-- must be followed by a script")
+        return "script", argv[1], argv[2:]
+    if first == "-":
+        return "stdin", "-", argv[1:]
+    if first.startswith("-m") or first.startswith("-c"):
+        kind = "module" if first[1] == "m" else "command"
+        if len(first) > 2:
+            return kind, first[2:], argv[1:]
+        if len(argv) < 2:
+            raise _UsageError("argument expected for the %s option" % first)
+        return kind, argv[1], argv[2:]
+    if first.startswith("-"):
+        raise _UsageError("unknown option %s (python's own options go before -m rthread)" % first)
+    return "script", first, argv[1:]
+
+
+def _activate():
+    """Makes rthread the process's ``_thread``; a message saying why not, or None."""
+    import rthread
+
+    if rthread.active():
+        return None
+    builtin = sys.modules.get("_thread")
+    users = []
+    finder = getattr(rthread, "_builtin_users", None)
+    if builtin is not None and finder is not None:
+        users = finder(builtin)
+    late = [name for name in users if name not in _REBINDABLE]
+    if late:
+        return (
+            "cannot run on rthread: %s imported the built-in _thread during interpreter "
+            "start-up, before -m rthread ran (a .pth file, sitecustomize or usercustomize?). "
+            "Set RTHREAD=1 instead: rthread's own .pth file activates it before those run."
+            % ", ".join(repr(name) for name in late)
+        )
+    # Everything is checked before anything changes: point the few start-up
+    # users at rthread's equivalents, then install (which checks again).
+    native = rthread._rthread
+    by_identity = {
+        id(getattr(builtin, name)): name
+        for name in dir(builtin)
+        if not name.startswith("__") and name != "error"
+    }
+    rebinds = []
+    for module_name in users:
+        namespace = vars(sys.modules[module_name])
+        for key, value in list(namespace.items()):
+            if value is builtin:
+                rebinds.append((namespace, key, native))
+            elif id(value) in by_identity and hasattr(native, by_identity[id(value)]):
+                rebinds.append((namespace, key, getattr(native, by_identity[id(value)])))
+    for namespace, key, value in rebinds:
+        namespace[key] = value
+    try:
+        rthread.install()
+    except RuntimeError as exc:
+        return "cannot run on rthread: %s" % exc
+    return None
+
+
+def _is_noise(namespace, own):
+    """Whether a frame running in ``namespace`` is runpy's or this launcher's."""
+    if any(namespace is ns for ns in own):
+        return True
+    if namespace.get("__name__") in ("runpy", "rthread.__main__", __name__):
+        return True
+    spec = namespace.get("__spec__")
+    return getattr(spec, "name", None) == "rthread.__main__"
+
+
+def _strip(tb, own):
+    while tb is not None and _is_noise(tb.tb_frame.f_globals, own):
+        tb = tb.tb_next
+    return tb
+
+
+def _report_without_noise(exc, own):
+    """Lets the interpreter report ``exc`` as usual (message, exit status 1, SIGINT
+    exit for KeyboardInterrupt, ``sys.last_*``), but shows whatever
+    ``sys.excepthook`` is in place the traceback from the program's first frame."""
+    previous = sys.excepthook
+
+    def excepthook(exc_type, value, tb):
+        if sys.excepthook is excepthook:
+            sys.excepthook = previous
+        if value is exc:
+            tb = _strip(tb, own)
+            value.__traceback__ = tb
+            if getattr(sys, "last_value", None) is value:
+                sys.last_traceback = tb
+        return previous(exc_type, value, tb)
+
+    sys.excepthook = excepthook
+
+
+class _Start:
+    """Profile function that sees the program's module code start: it then turns
+    itself off, keeps the program's module (``runpy``'s temporary ``__main__``)
+    and makes its namespace and ``sys.argv[0]`` what plain python would have."""
+
+    def __init__(self, fix):
+        self.fix = fix
+        self.module = None
+        self.argv0 = None
+
+    def __call__(self, frame, event, arg):
+        if event != "call" or frame.f_code.co_name != "<module>":
+            return
+        module = sys.modules.get("__main__")
+        if getattr(module, "__dict__", None) is not frame.f_globals:
+            return
+        sys.setprofile(None)
+        self.module = module
+        self.fix(frame.f_globals)
+        self.argv0 = sys.argv[0] if sys.argv else None
+
+
+def _script_loader(path):
+    """The loader plain python gives a script's ``__main__``."""
+    from importlib.machinery import SourceFileLoader, SourcelessFileLoader
+    from importlib.util import MAGIC_NUMBER
+
+    try:
+        with open(path, "rb") as f:
+            compiled = path.endswith(".pyc") or f.read(len(MAGIC_NUMBER)) == MAGIC_NUMBER
+    except OSError:
+        compiled = path.endswith(".pyc")
+    return (SourcelessFileLoader if compiled else SourceFileLoader)("__main__", path)
+
+
+def _run_code(kind, target, args, own):
+    """Runs ``-c`` code or a program read from stdin in a fresh ``__main__``."""
+    import builtins
+    from importlib.machinery import BuiltinImporter
+
+    if kind == "stdin":
+        if sys.stdin is None or sys.stdin.isatty():
+            print("rthread: no interactive mode: pipe a program into -m rthread -, or use -c",
+                  file=sys.stderr)
+            return 2
+        source, filename = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        source, filename = target, "<string>"
+    module = type(sys)("__main__")
+    namespace = module.__dict__
+    namespace.update(__loader__=BuiltinImporter, __builtins__=builtins)
+    if "__annotations__" in own[0]:
+        namespace["__annotations__"] = {}
+    if kind == "stdin":
+        namespace.update(__file__="<stdin>", __cached__=None)
+    sys.argv[:] = ["-c" if kind == "command" else "-", *args]
+    sys.modules["__main__"] = module
+    try:
+        code = compile(source, filename, "exec")
+        if kind == "command" and sys.version_info[:2] == (3, 13):
+            # 3.13's python -c leaves the command in linecache under its file
+            # name, so that tracebacks show its lines. (Not checked on 3.14,
+            # whose linecache keys such entries differently.)
+            import linecache
+
+            lines = [line + "\n" for line in source.splitlines()]
+            linecache.cache[filename] = (len(source), None, lines, filename)
+        exec(code, namespace)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        _report_without_noise(exc, own)
+        raise
+    return 0
+
+
+def _run_runpy(kind, target, args, own):
+    """Runs a script, directory, zip file or ``-m`` module through runpy."""
+    import builtins
+    import runpy
+
+    own.append(vars(runpy))
+    main_namespace = own[0]
+    annotations = "__annotations__" in main_namespace
+    plain_file = False
+    path_entry = None
+
+    if kind == "script":
+        path = target if os.path.isabs(target) else os.path.join(os.getcwd(), target)
+        from pkgutil import get_importer
+
+        plain_file = get_importer(path) is None
+        if _cwd_was_inserted():
+            if plain_file:
+                sys.path[0] = os.path.dirname(os.path.realpath(path))
+            else:
+                # run_path puts the directory or zip file in front of sys.path
+                # while the program runs (and takes it out afterwards).
+                del sys.path[0]
+                path_entry = path
+        sys.argv[:] = [target, *args]
+
+        def run():
+            runpy.run_path(path, run_name="__main__")
+    else:
+        sys.argv[:] = ["-m", *args]
+
+        def run():
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+
+    def fix(namespace):
+        namespace["__builtins__"] = builtins
+        if annotations:
+            namespace.setdefault("__annotations__", {})
+        if plain_file:
+            if namespace.get("__loader__") is None and namespace.get("__spec__") is None:
+                namespace["__loader__"] = _script_loader(namespace.get("__file__", path))
+            namespace["__package__"] = None
+        if kind == "script" and sys.argv:
+            sys.argv[0] = target
+
+    start = _Start(fix)
+    hooked = sys.getprofile() is None
+    if hooked:
+        sys.setprofile(start)
+    try:
+        run()
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        message = None if start.module is not None else _not_started(kind, target, exc, own)
+        if message is not None:
+            text, status = message
+            print(text, file=sys.stderr)
+            return status
+        _report_without_noise(exc, own)
+        raise
+    finally:
+        if hooked and sys.getprofile() is start:
+            sys.setprofile(None)
+        if start.module is not None:
+            # runpy put back the __main__ of -m rthread: the program's module
+            # stays __main__ for the threads and atexit handlers still running.
+            sys.modules["__main__"] = start.module
+            if sys.argv and start.argv0 is not None:
+                sys.argv[0] = start.argv0
+            if path_entry is not None and path_entry not in sys.path:
+                sys.path.insert(0, path_entry)
+    return 0
+
+
+def _cwd_was_inserted():
+    """Whether python put the working directory in front of sys.path for -m rthread."""
+    if sys.flags.isolated or getattr(sys.flags, "safe_path", False):
+        return False
+    return bool(sys.path) and sys.path[0] == os.getcwd()
+
+
+def _not_started(kind, target, exc, own):
+    """Plain python's message and status when the program cannot start at all."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    raised_by_runpy = tb is not None and any(tb.tb_frame.f_globals is ns for ns in own)
+    if not raised_by_runpy:
+        return None
+    program = getattr(sys, "orig_argv", None) or [sys.executable]
+    if kind == "script" and isinstance(exc, OSError) and exc.errno is not None:
+        path = target if os.path.isabs(target) else os.path.join(os.getcwd(), target)
+        return "%s: can't open file %r: [Errno %d] %s" % (
+            program[0], path, exc.errno, exc.strerror), 2
+    if type(exc) is ImportError:
+        return "%s: %s" % (sys.executable, exc), 1
+    return None
+
+
+def main(argv):
+    try:
+        kind, target, args = _parse(argv)
+    except _UsageError as exc:
+        if exc.args[0]:
+            print("rthread: %s" % exc.args[0], file=sys.stderr)
+        print(USAGE, end="", file=sys.stderr)
+        return 2
+    if kind == "help":
+        print(USAGE, end="")
+        return 0
+    problem = _activate()
+    if problem is not None:
+        print("rthread: " + problem, file=sys.stderr)
+        return 1
+    main_module = sys.modules.get("__main__")
+    # Namespaces whose frames are left out of tracebacks: the interpreter's
+    # __main__ (running -m rthread's __main__.py) and this module; runpy's is
+    # added when it is used.
+    own = [vars(main_module) if main_module is not None else {}, globals()]
+    if kind in ("command", "stdin"):
+        if _cwd_was_inserted():
+            sys.path[0] = ""
+        return _run_code(kind, target, args, own)
+    return _run_runpy(kind, target, args, own)
