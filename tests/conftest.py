@@ -1,25 +1,12 @@
 """Shared fixtures: the built-in ``_thread`` and rthread, side by side."""
 
-import sys
-
 import pytest
 
 import rthread
 
+BUILTIN = rthread._builtin_thread()
+assert BUILTIN.__spec__.origin == "built-in"
 
-def _builtin_thread():
-    """The interpreter's own ``_thread`` even when rthread is active."""
-    mod = sys.modules.get("_thread")
-    if mod is not None and getattr(mod, "__spec__", None) is not None and mod.__spec__.origin == "built-in":
-        return mod
-    import _imp
-    import importlib.machinery
-
-    spec = importlib.machinery.ModuleSpec("_thread", None, origin="built-in")
-    return _imp.create_builtin(spec)
-
-
-BUILTIN = _builtin_thread()
 assert BUILTIN is not rthread._rthread
 
 

@@ -25,6 +25,12 @@ __all__ = sorted(name for name in dir(_rthread) if not name.startswith("_"))
 _IGNORED_USERS = frozenset({"_thread", "builtins", "_frozen_importlib", "importlib._bootstrap", __name__})
 
 
+def _builtin_thread():
+    """The interpreter's own ``_thread``, even when rthread replaced it: the
+    import system keeps the reference it took at start-up."""
+    return _sys.modules["_frozen_importlib"]._thread
+
+
 def active():
     """Whether rthread is the running ``_thread`` (``sys.modules['_thread']``)."""
     return _sys.modules.get("_thread") is _rthread

@@ -89,18 +89,6 @@ def _median(values):
 # The two modules
 
 
-def _builtin_thread():
-    """The interpreter's own ``_thread``, even if rthread was installed in its place."""
-    mod = sys.modules.get("_thread")
-    spec = getattr(mod, "__spec__", None)
-    if mod is not None and spec is not None and spec.origin == "built-in":
-        return mod
-    import _imp
-    import importlib.machinery
-
-    return _imp.create_builtin(importlib.machinery.ModuleSpec("_thread", None, origin="built-in"))
-
-
 def _wait(lock, what):
     """Acquires ``lock`` with the harness's hang timeout; raises if it never comes."""
     if not lock.acquire(timeout=HANG_SECONDS):
@@ -467,7 +455,7 @@ def _child_memory(which, kind, count):
     if which == "rthread":
         import rthread as mod
     else:
-        mod = _builtin_thread()
+        mod = sys.modules["_frozen_importlib"]._thread  # the built-in, without importing rthread
     factory = mod.allocate_lock if kind == "lock" else mod.RLock
     gc.disable()
     objects = [None] * count  # the list itself is in the baseline
@@ -1003,7 +991,7 @@ def run(settings, only=(), objects=MEMORY_OBJECTS):
 
     import rthread
 
-    mods = (_builtin_thread(), rthread)
+    mods = (rthread._builtin_thread(), rthread)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
