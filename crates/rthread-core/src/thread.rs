@@ -351,9 +351,19 @@ fn set_name_cstr(_buf: &[c_char; NAME_MAXLEN + 1]) -> io::Result<()> {
 ///
 /// # Errors
 ///
+/// As [`current_name_bytes`].
+pub fn current_name() -> io::Result<String> {
+    Ok(String::from_utf8_lossy(&current_name_bytes()?).into_owned())
+}
+
+/// The calling thread's OS-visible name as the raw bytes the OS keeps, for callers that
+/// decode it themselves (with Python's filesystem encoding, say).
+///
+/// # Errors
+///
 /// `Unsupported` where the platform has no thread names; otherwise the error of
 /// `pthread_getname_np`.
-pub fn current_name() -> io::Result<String> {
+pub fn current_name_bytes() -> io::Result<Vec<u8>> {
     #[cfg(any(
         target_os = "linux",
         target_os = "android",
@@ -368,12 +378,11 @@ pub fn current_name() -> io::Result<String> {
         let rc =
             unsafe { libc::pthread_getname_np(libc::pthread_self(), buf.as_mut_ptr(), buf.len()) };
         check(rc)?;
-        let bytes: Vec<u8> = buf
+        Ok(buf
             .iter()
             .take_while(|&&c| c != 0)
             .map(|&c| c as u8)
-            .collect();
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+            .collect())
     }
     #[cfg(not(any(
         target_os = "linux",

@@ -10,10 +10,12 @@ mod acquire;
 mod capi;
 mod errors;
 mod excepthook;
+mod finalizing;
 mod handle;
 mod local;
 mod lock;
 mod module;
+mod name;
 mod pytype;
 mod rlock;
 #[cfg(not(Py_3_13))]
@@ -24,5 +26,19 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _rthread(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // PyO3 builds the module with multi-phase init, so CPython would run this
+    // again in every subinterpreter; but rthread's types, hooks and thread
+    // registry are process-wide statics bound to the main interpreter, and a
+    // second initialization overwrites them (a subinterpreter's threading
+    // then crashed the process). Subinterpreters keep the built-in _thread.
+    // SAFETY: the GIL is held (module initialization), so there is a current
+    // interpreter; both calls only read the runtime's interpreter pointers.
+    if unsafe { pyo3::ffi::PyInterpreterState_Get() != pyo3::ffi::PyInterpreterState_Main() } {
+        return Err(pyo3::exceptions::PyImportError::new_err(
+            "rthread can only be loaded in the main interpreter; subinterpreters use the built-in _thread",
+        ));
+    }
+    // SAFETY: GIL held, main interpreter, module initialization.
+    unsafe { finalizing::init() };
     module::populate(m)
 }
