@@ -27,6 +27,9 @@ pub const NEGATIVE_TIMEOUT: &CStr = c"timeout value must be positive";
 pub const TIMEOUT_TOO_LARGE: &CStr = c"timeout value is too large";
 /// `pthread_create` failed.
 pub const CANT_START_THREAD: &CStr = c"can't start new thread";
+/// A thread start once the interpreter is shutting down (3.12+).
+#[cfg(Py_3_12)]
+pub const THREAD_AT_SHUTDOWN: &CStr = c"can't create new thread at interpreter shutdown";
 /// Thread handles (3.13).
 #[cfg(Py_3_13)]
 pub const THREAD_NOT_STARTED: &CStr = c"thread not started";

@@ -20,6 +20,7 @@ use rthread_core::thread::{self, StackSizeError};
 
 use crate::capi;
 use crate::errors;
+use crate::finalizing;
 use crate::handle::{self, Handle};
 
 /// Threads started here that are running their callable (`_count()`).
@@ -151,6 +152,9 @@ pub unsafe extern "C-unwind" fn start_new_thread(
             },
         ) < 0
         {
+            return ptr::null_mut();
+        }
+        if finalizing::refuse_new_thread() {
             return ptr::null_mut();
         }
         match spawn(func, args, kwargs, None) {
@@ -410,6 +414,9 @@ pub unsafe extern "C-unwind" fn start_joinable_thread(
             if hobj.is_null() { ffi::Py_None() } else { hobj },
         ) < 0
         {
+            return ptr::null_mut();
+        }
+        if finalizing::refuse_new_thread() {
             return ptr::null_mut();
         }
         let handle = given.unwrap_or_else(Handle::not_started);
