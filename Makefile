@@ -57,3 +57,17 @@ bench:
 	@set -- $$(scripts/default-python.sh); echo "== building rthread for Python $$1 ($$2)"; \
 	 scripts/install.sh "$$1" "$$2"; \
 	 .venv/$$1/bin/python -m rthread bench $(BENCH_ARGS)
+
+# make conformance   CPython's own test_thread, test_threading, test_threading_local,
+#                    test_threadsignals and test_audit, from each interpreter's installed
+#                    `test` package, on the built-in _thread and on rthread, compared test
+#                    by test (scripts/conformance.py; differences allowed only with a reason
+#                    in tests/cpython/expected_differences.py). Builds a stale wheel first.
+#                    Options in CONFORMANCE_ARGS, e.g. "--versions 3.12,3.13 --fresh-baseline";
+#                    RTHREAD_PYTHONS restricts the interpreters as for the other targets.
+CONFORMANCE_ARGS ?=
+.PHONY: conformance
+conformance:
+	@runner=$$($(PYTHONS_CMD) | tail -n1 | cut -d' ' -f2); \
+	 [ -n "$$runner" ] || { echo "no CPython 3.9-3.13 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }; \
+	 "$$runner" scripts/conformance.py $(CONFORMANCE_ARGS)
