@@ -1,6 +1,6 @@
 # The documented workflow. Every CI step is one of these targets.
 #   make demo   set up (venv, maturin, release build) and run the demo
-#   make test   core cargo tests + pytest on every interpreter 3.9-3.13 found
+#   make test   core cargo tests, pytest and CPython's own thread suites (conformance) on every interpreter 3.9-3.13 found
 #   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +18,7 @@ demo:
 build:
 	@$(PYTHONS_CMD) | while read -r v p; do echo "== build $$v"; scripts/install.sh "$$v" "$$p"; done
 
-test: test-rust test-python
+test: test-rust test-python conformance
 
 test-rust:
 	cargo test -p rthread-core
