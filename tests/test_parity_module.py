@@ -224,3 +224,19 @@ def test_interrupt_main_default_handler_raises_keyboard_interrupt():
             mod.interrupt_main()
             for _ in range(1000):
                 pass
+
+
+def _method_signatures(mod):
+    out = {}
+    for cls in ("LockType", "RLock"):
+        for name in dir(getattr(mod, cls)):
+            if name.startswith("__") and name not in ("__enter__", "__exit__"):
+                continue
+            method = getattr(getattr(mod, cls), name)
+            out[cls, name] = getattr(method, "__text_signature__", None)
+    return out
+
+
+def test_method_text_signatures_match():
+    # inspect.signature() of the methods (3.13 has them; before, none).
+    assert _method_signatures(NATIVE) == _method_signatures(BUILTIN)

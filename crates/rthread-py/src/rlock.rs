@@ -289,7 +289,10 @@ internal use by threading.Condition)."
     MethodDef::fastcall_positional(
         c"__exit__",
         exit,
-        c"__exit__(*args)\n\nRelease one level of the lock (the `with` statement).",
+        capi::docstring!(
+            "__exit__($self, /, *exc_info)",
+            "Release one level of the lock (the `with` statement)."
+        ),
     ),
     #[cfg(not(Py_3_11))]
     MethodDef::varargs(
