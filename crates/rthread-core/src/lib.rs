@@ -1,6 +1,7 @@
 //! Python-free thread primitives behind `rthread`, a Rust rewrite of CPython's `_thread`.
 //!
-//! - [`Lock`]: a four-byte binary lock that any thread may release (Python's `_thread.lock`).
+//! - [`Lock`]: an eight-byte binary lock that any thread may release (Python's `_thread.lock`),
+//!   whose contended path spins for a budget it learns before it sleeps.
 //! - [`RLock`]: a reentrant lock with an owner and a recursion count (`_thread.RLock`).
 //! - [`Event`]: a one-shot event ("this thread has finished") for thread handles.
 //! - [`Deadline`]: absolute `CLOCK_MONOTONIC` deadlines, and CPython's [`TIMEOUT_MAX`].
@@ -66,5 +67,5 @@ pub mod wait;
 
 pub use deadline::{Deadline, TIMEOUT_MAX, TIMEOUT_MAX_NANOS};
 pub use event::{Event, RawEvent};
-pub use lock::{Acquire, Lock, NotLocked, RawLock};
+pub use lock::{Acquire, Lock, NotLocked, RawLock, SpinPolicy};
 pub use rlock::{NotOwner, RLock, RawRLock};

@@ -1,11 +1,35 @@
 //! The binary lock behind Python's `_thread.lock`.
 //!
-//! One `AtomicU32` and nothing else: a lock costs four bytes. The design follows the Rust
-//! standard library's futex mutex: a one-instruction fast path, and a `#[cold]` slow path that
-//! spins briefly and then sleeps in the [`Wait`] backend.
+//! Two `AtomicU32`s: the lock word, and a spin word that only tunes performance; a lock costs
+//! eight bytes. The design follows the Rust standard library's futex mutex: a one-instruction
+//! fast path, and a `#[cold]` slow path that spins for a while and then sleeps in the [`Wait`]
+//! backend.
 //!
 //! Unlike a Rust `Mutex`, a Python lock has no owner: any thread may release it, and releasing an
 //! unlocked lock is an error value ([`NotLocked`]), never undefined behaviour.
+//!
+//! # Adaptive spinning
+//!
+//! A handoff between two running threads takes well under a microsecond when the waiter polls
+//! the lock word, and several microseconds (two system calls and a context switch, much more on
+//! a virtual machine whose idle CPU has to be woken) when it sleeps. So a contended acquire first
+//! spins, with a *time* budget, and only then sleeps:
+//!
+//! - The budget is learned per lock ([`SpinPolicy::Adaptive`]): each spinning waiter records how
+//!   long it waited in the spin word, and the next one spins for about twice the recent typical
+//!   wait, between [`SPIN_MIN_NS`] and [`SPIN_MAX_NS`]. A lock whose waits are usually longer
+//!   than the maximum (a "thread finished" lock, a condition variable's waiter lock) is only
+//!   probed for [`SPIN_MIN_NS`] before its waiters sleep, so it does not burn a CPU.
+//! - At most one thread spins on a lock at a time (the `SPINNING` bit); other waiters poll
+//!   briefly, as the standard library's mutex does, and sleep. On a machine with more waiters
+//!   than CPUs, more spinners would take the CPU the holder needs to finish.
+//! - After [`SPIN_YIELD_AFTER_NS`] the spinner calls `sched_yield` between polls, so a holder
+//!   that was preempted on the spinner's CPU gets to run.
+//! - The spin never outlasts the caller's deadline, and it is never interrupted by signals: only
+//!   the sleep is ([`Acquire::Interrupted`]), which comes at most [`SPIN_MAX_NS`] later.
+//!
+//! [`SpinPolicy::Brief`] keeps the standard library's short fixed spin instead, for callers that
+//! know a long spin cannot pay off.
 //!
 //! # Notes about memory ordering
 //!
@@ -15,6 +39,9 @@
 //!   before releasing is visible to the next holder after acquiring.
 //! - Failed compare-exchanges and the spinning loads are `Relaxed`: they only decide what to try
 //!   next, and every path that ends up holding the lock does so through an `Acquire` operation.
+//! - Every access to the spin word is `Relaxed`. It is a hint: a stale or lost update only makes
+//!   one waiter spin longer or shorter than ideal, and the `SPINNING` bit limits CPU use, not
+//!   access to anything.
 //! - [`RawLock::is_locked`] is a `Relaxed` snapshot: it orders nothing and may be stale by the
 //!   time the caller looks at it, exactly like Python's `locked()`.
 //! - [`RawLock::reinit`] uses `Release` like a release, so it is also a sound (if blunt) way to
@@ -24,6 +51,7 @@ use core::fmt;
 use core::hint::spin_loop;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
 
 use crate::deadline::Deadline;
 use crate::wait::{DefaultWait, Wait, WaitResult};
@@ -35,14 +63,51 @@ const LOCKED: u32 = 1;
 /// Held, and threads may be asleep in [`Wait::wait`]: the release must wake one.
 const CONTENDED: u32 = 2;
 
-/// How many times the slow path polls a `LOCKED` lock before going to sleep.
+/// `SPINNING` bit of the spin word: a thread is spinning on the lock. Only that thread changes
+/// the word until it clears the bit.
+const SPINNING: u32 = 1 << 31;
+/// The rest of the spin word: the learned estimate, in nanoseconds.
+const ESTIMATE_MASK: u32 = SPINNING - 1;
+
+/// Shortest spin budget: what a lock whose waits are long still gets, as a probe, so that a
+/// lock that becomes briefly held again is noticed. About the cost of one futex system call.
+pub const SPIN_MIN_NS: u32 = 2_000;
+/// Longest spin budget ("tens of microseconds"): a little more than the time it takes to wake a
+/// sleeping thread on an idle CPU of a virtual machine, which is what a spin saves.
+pub const SPIN_MAX_NS: u32 = 50_000;
+/// The estimate of a new lock: its first waiter spins this long (the estimate is the budget
+/// while it is at most [`SPIN_MAX_NS`]). Kept short because many locks are waited on once
+/// and for long (`threading.Condition` makes a fresh waiter lock for every `wait()`); a lock
+/// that sees short handoffs learns a longer budget within a few waits.
+const SPIN_INITIAL_NS: u32 = 5_000;
+/// Largest estimate kept. Estimates above [`SPIN_MAX_NS`] mean "waits are long here: only
+/// probe"; the cap bounds how many short waits it takes to learn that they are short again.
+const ESTIMATE_CAP_NS: u32 = 2 * SPIN_MAX_NS;
+/// How much of the distance to a new sample the estimate moves, as a shift: 1/4.
+const ESTIMATE_SHIFT: u32 = 2;
+/// After spinning this long, the spinner yields its CPU between polls.
+pub const SPIN_YIELD_AFTER_NS: u32 = 1_000;
+/// Polls of the lock word between two reads of the clock (about 0.1-0.5 µs of `spin_loop`).
+const POLLS_PER_CLOCK_READ: u32 = 8;
+
+/// How many times [`SpinPolicy::Brief`] polls a `LOCKED` lock before going to sleep, and how
+/// often every waiter polls after being woken.
 ///
-/// The same bound as the standard library's futex mutex. Python code usually holds a lock for a
-/// short critical section, and a few microseconds of `spin_loop` hints are much cheaper than a
-/// pair of futex system calls and a context switch. The spin is bounded and stops as soon as the
-/// state is `CONTENDED` (others are already sleeping, so spinning would only jump the queue), so
-/// on a busy or single-core machine it wastes at most those few microseconds.
+/// The same bound as the standard library's futex mutex: a few microseconds at most. The spin
+/// is bounded and stops as soon as the state is `CONTENDED` (others are already sleeping, so
+/// spinning would only jump the queue).
 const SPIN_LIMIT: u32 = 100;
+
+/// How a contended acquire spins before it goes to sleep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SpinPolicy {
+    /// Spin for a budget learned per lock, up to [`SPIN_MAX_NS`] (see the module docs). The
+    /// default.
+    #[default]
+    Adaptive,
+    /// Poll at most a hundred times (a few microseconds), like the standard library's mutex.
+    Brief,
+}
 
 /// What an acquire attempt came to.
 #[must_use]
@@ -82,12 +147,28 @@ pub struct RawLock<W: Wait = DefaultWait> {
     /// | `LOCKED`    | 1     | held; no thread asleep waiting for it                |
     /// | `CONTENDED` | 2     | held; threads may be asleep: release must wake one   |
     ///
-    /// Transitions: `UNLOCKED -> LOCKED` (fast path, or after a short spin),
+    /// Transitions: `UNLOCKED -> LOCKED` (fast path, or after a spin),
     /// `UNLOCKED | LOCKED -> CONTENDED` (a thread about to sleep; if the old value was
     /// `UNLOCKED` it took the lock instead), `LOCKED | CONTENDED -> UNLOCKED` (release; wakes one
     /// waiter from `CONTENDED`). A thread that took the lock after sleeping always stores
-    /// `CONTENDED`, because it cannot know whether others are still asleep.
+    /// `CONTENDED`, because it cannot know whether others are still asleep. Spinning never
+    /// changes this word except to take the lock, so the release's "wake only from
+    /// `CONTENDED`" rule is untouched: a spinner is awake and needs no wake-up.
     state: AtomicU32,
+    /// The spin word: how long this lock's waiters should spin. Performance only.
+    ///
+    /// | bits  | name         | meaning                                                    |
+    /// |-------|--------------|------------------------------------------------------------|
+    /// | 31    | `SPINNING`   | a thread is spinning (at most one); only it writes the word |
+    /// | 0..31 | estimate     | twice the recent typical wait, in ns (EWMA, 1/4 per sample) |
+    ///
+    /// Transitions: `estimate -> SPINNING | estimate` (`fetch_or` by a waiter that finds the
+    /// bit clear: it now spins), `SPINNING | old -> new` (that waiter, when it has the lock or
+    /// gives up, stores the updated estimate, which clears the bit). A waiter that finds the bit
+    /// set does not spin and does not write. [`RawLock::reinit`] resets the word; in a child
+    /// after `fork()` that does not reinit the lock, a bit left by a thread that was spinning
+    /// in the parent only keeps waiters from spinning.
+    spin: AtomicU32,
     _wait: PhantomData<fn() -> W>,
 }
 
@@ -99,6 +180,7 @@ impl<W: Wait> RawLock<W> {
     pub const fn new() -> Self {
         RawLock {
             state: AtomicU32::new(UNLOCKED),
+            spin: AtomicU32::new(SPIN_INITIAL_NS),
             _wait: PhantomData,
         }
     }
@@ -112,7 +194,8 @@ impl<W: Wait> RawLock<W> {
             .is_ok()
     }
 
-    /// Takes the lock, blocking until `deadline` (`None` = no limit).
+    /// Takes the lock, blocking until `deadline` (`None` = no limit), with the default
+    /// [`SpinPolicy::Adaptive`] spin before sleeping.
     ///
     /// Returns [`Acquire::Interrupted`] only when a wait was interrupted by a signal handler, so
     /// that a caller holding Python's machinery can run the handlers and then call again with
@@ -120,10 +203,16 @@ impl<W: Wait> RawLock<W> {
     /// deadline that has already passed makes this a non-blocking attempt.
     #[inline]
     pub fn acquire_until(&self, deadline: Option<Deadline>) -> Acquire {
+        self.acquire_until_with(deadline, SpinPolicy::Adaptive)
+    }
+
+    /// [`RawLock::acquire_until`] with an explicit [`SpinPolicy`].
+    #[inline]
+    pub fn acquire_until_with(&self, deadline: Option<Deadline>, policy: SpinPolicy) -> Acquire {
         if self.try_acquire() {
             Acquire::Acquired
         } else {
-            self.acquire_contended(deadline)
+            self.acquire_contended(deadline, policy)
         }
     }
 
@@ -134,9 +223,48 @@ impl<W: Wait> RawLock<W> {
     }
 
     #[cold]
-    fn acquire_contended(&self, deadline: Option<Deadline>) -> Acquire {
-        let mut state = self.spin();
+    fn acquire_contended(&self, deadline: Option<Deadline>, policy: SpinPolicy) -> Acquire {
+        if policy == SpinPolicy::Adaptive {
+            if let Some(estimate) = self.claim_spinner() {
+                return self.acquire_spinning(estimate, deadline);
+            }
+        }
+        // Brief, or another thread is already spinning, or threads are asleep.
+        let state = self.spin_brief();
+        self.sleep_until(state, deadline)
+    }
 
+    /// The adaptive slow path of this lock's one spinner: spin for the learned budget, sleep if
+    /// that was not enough, then store the updated estimate (which clears `SPINNING`).
+    fn acquire_spinning(&self, estimate: u32, deadline: Option<Deadline>) -> Acquire {
+        let start = Deadline::now();
+        let (result, waited_ns) = match self.spin_for(start, budget_ns(estimate), deadline) {
+            Ok(waited_ns) => (Acquire::Acquired, Some(waited_ns)),
+            Err(state) => {
+                let result = self.sleep_until(state, deadline);
+                let waited_ns = elapsed_ns(start);
+                let waited_ns = match result {
+                    // Overstates how long the lock stayed held by the wake-up latency, which
+                    // errs towards sleeping.
+                    Acquire::Acquired => Some(waited_ns),
+                    // A timeout or an interruption only says "at least this long": that is
+                    // news only once it is longer than any spin.
+                    Acquire::TimedOut | Acquire::Interrupted => {
+                        (waited_ns >= u64::from(SPIN_MAX_NS)).then_some(waited_ns)
+                    }
+                };
+                (result, waited_ns)
+            }
+        };
+        // Clears SPINNING. Nobody else wrote the word since `claim_spinner` (see the table on
+        // `spin`).
+        let estimate = waited_ns.map_or(estimate, |w| next_estimate(estimate, w));
+        self.spin.store(estimate, Ordering::Relaxed);
+        result
+    }
+
+    /// The sleeping half of the slow path, entered with the last state the spin saw.
+    fn sleep_until(&self, mut state: u32, deadline: Option<Deadline>) -> Acquire {
         // Free after the spin: take it as LOCKED, as the fast path would. Others may still be
         // asleep, but then the release that freed the lock woke one of them, and that thread
         // marks the lock CONTENDED again before it sleeps, so no wake-up is lost.
@@ -179,13 +307,13 @@ impl<W: Wait> RawLock<W> {
                 WaitResult::Interrupted => return Acquire::Interrupted,
             }
 
-            state = self.spin();
+            state = self.spin_brief();
         }
     }
 
     /// Polls while the lock is `LOCKED` (held, nobody asleep), at most [`SPIN_LIMIT`] times.
     /// Returns the last state seen.
-    fn spin(&self) -> u32 {
+    fn spin_brief(&self) -> u32 {
         let mut spins = SPIN_LIMIT;
         loop {
             let state = self.state.load(Ordering::Relaxed);
@@ -194,6 +322,68 @@ impl<W: Wait> RawLock<W> {
             }
             spin_loop();
             spins -= 1;
+        }
+    }
+
+    /// Becomes this lock's spinner and returns its estimate, unless another thread already
+    /// spins.
+    ///
+    /// A `CONTENDED` lock is spun on too. That state is often stale: a thread that took the
+    /// lock after sleeping marks it `CONTENDED` although it was the only sleeper, and in a
+    /// handoff that thread is the next waiter. Refusing to spin would make every later wait
+    /// sleep as well; spinning through it takes the lock as `LOCKED` and ends the cycle.
+    fn claim_spinner(&self) -> Option<u32> {
+        let old = self.spin.fetch_or(SPINNING, Ordering::Relaxed);
+        (old & SPINNING == 0).then_some(old & ESTIMATE_MASK)
+    }
+
+    /// Spins from `start` for up to `budget_ns`, taking the lock as soon as it is free.
+    ///
+    /// `Ok(waited_ns)`: the caller holds the lock, after about `waited_ns` (as of the last
+    /// clock read, so up to [`POLLS_PER_CLOCK_READ`] polls early). `Err(state)`: the budget or
+    /// the deadline ran out; `state` is the last state seen, for [`Self::sleep_until`].
+    ///
+    /// Taking the lock as `LOCKED` here is right even if threads are asleep on it, for the
+    /// reason given in [`Self::sleep_until`]: the release that freed it woke one of them.
+    fn spin_for(
+        &self,
+        start: Deadline,
+        budget_ns: u32,
+        deadline: Option<Deadline>,
+    ) -> Result<u64, u32> {
+        let budget_end = Deadline::from_nanos(start.as_nanos().saturating_add(budget_ns.into()));
+        let end = deadline.map_or(budget_end, |d| d.min(budget_end));
+        let yield_after = start.as_nanos().saturating_add(SPIN_YIELD_AFTER_NS.into());
+        let mut now = start;
+        let mut polls: u32 = 0;
+        loop {
+            let mut state = self.state.load(Ordering::Relaxed);
+            if state == UNLOCKED {
+                match self.state.compare_exchange(
+                    UNLOCKED,
+                    LOCKED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Ok(now.as_nanos().saturating_sub(start.as_nanos())),
+                    Err(s) => state = s,
+                }
+            }
+            // The first round uses `start`, so a deadline that has already passed ends the
+            // spin after one look at the lock.
+            if polls % POLLS_PER_CLOCK_READ == 0 {
+                if polls != 0 {
+                    now = Deadline::now();
+                }
+                if now >= end {
+                    return Err(state);
+                }
+                if now.as_nanos() >= yield_after {
+                    thread::yield_now();
+                }
+            }
+            polls = polls.wrapping_add(1);
+            spin_loop();
         }
     }
 
@@ -230,10 +420,38 @@ impl<W: Wait> RawLock<W> {
     /// is called while other threads do use the lock, sleepers are woken (so none is stranded)
     /// and whoever held the lock no longer does.
     pub fn reinit(&self) {
+        // A thread that was spinning at fork time does not exist in the child: clear its bit.
+        self.spin.store(SPIN_INITIAL_NS, Ordering::Relaxed);
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             W::wake_all(&self.state);
         }
     }
+}
+
+/// How long to spin for a given estimate: the estimate itself, at least [`SPIN_MIN_NS`]; only
+/// the minimum once the estimate says waits are longer than [`SPIN_MAX_NS`].
+fn budget_ns(estimate: u32) -> u32 {
+    if estimate > SPIN_MAX_NS {
+        SPIN_MIN_NS
+    } else {
+        estimate.max(SPIN_MIN_NS)
+    }
+}
+
+/// The estimate after a wait of `waited_ns`: a quarter of the way towards twice the wait
+/// (capped at [`ESTIMATE_CAP_NS`]), so one unusual wait moves the budget only a little.
+fn next_estimate(estimate: u32, waited_ns: u64) -> u32 {
+    let target = i64::from(ESTIMATE_CAP_NS)
+        .min(i64::try_from(waited_ns.saturating_mul(2)).unwrap_or(i64::MAX));
+    let estimate = i64::from(estimate.min(ESTIMATE_CAP_NS));
+    let next = estimate + ((target - estimate) >> ESTIMATE_SHIFT);
+    // Between two values in 0..=ESTIMATE_CAP_NS, so it fits and leaves SPINNING clear.
+    u32::try_from(next).unwrap_or(ESTIMATE_CAP_NS)
+}
+
+/// Nanoseconds since `start`.
+fn elapsed_ns(start: Deadline) -> u64 {
+    Deadline::now().as_nanos().saturating_sub(start.as_nanos())
 }
 
 impl<W: Wait> Default for RawLock<W> {
@@ -344,6 +562,168 @@ mod tests {
         assert!(lock.try_acquire());
     }
 
+    fn spin_word<W: Wait>(lock: &RawLock<W>) -> u32 {
+        lock.spin.load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until `cond` holds; false if it never did.
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while !cond() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// A deadline shorter than the spin budget ends the spin: the waiter times out without
+    /// ever sleeping (the lock never becomes CONTENDED), on time, and leaves SPINNING clear.
+    fn deadline_respected_while_spinning<W: Wait>() {
+        let lock = RawLock::<W>::new();
+        lock.acquire();
+        assert!(budget_ns(spin_word(&lock)) >= SPIN_INITIAL_NS);
+        for timeout_us in [1, 2, u64::from(SPIN_INITIAL_NS) / 2_000] {
+            let timeout = Duration::from_micros(timeout_us);
+            let start = Instant::now();
+            let r = lock.acquire_until(Some(Deadline::after(timeout)));
+            let elapsed = start.elapsed();
+            assert_eq!(r, Acquire::TimedOut);
+            assert!(elapsed >= timeout, "{elapsed:?}");
+            assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+            assert_eq!(
+                state(&lock),
+                LOCKED,
+                "slept although the deadline was in the spin"
+            );
+            assert_eq!(spin_word(&lock) & SPINNING, 0);
+        }
+        lock.release().unwrap();
+    }
+
+    /// Waits that outlast the longest spin teach the lock to only probe (the way back is
+    /// `estimate_recovers_from_long_waits`: short waits depend on the machine's load), and
+    /// every exit from the slow path clears SPINNING.
+    fn learns_from_waits<W: Wait + 'static>() {
+        let lock = Arc::new(RawLock::<W>::new());
+        // Long holds: the waiter spins, sleeps, and is woken after >= 5 ms. Three such waits
+        // are enough; more rounds are allowed because a waiter preempted between setting
+        // SPINNING and reading the clock sees a short wait.
+        for _ in 0..10 {
+            if spin_word(&lock) > SPIN_MAX_NS {
+                break;
+            }
+            lock.acquire();
+            let l2 = Arc::clone(&lock);
+            let t = std::thread::spawn(move || {
+                assert_eq!(
+                    l2.acquire_until(Some(Deadline::after(Duration::from_secs(10)))),
+                    Acquire::Acquired
+                );
+                l2.release().unwrap();
+            });
+            // SPINNING set: the waiter is about to start its clock.
+            assert!(eventually(|| spin_word(&lock) & SPINNING != 0));
+            std::thread::sleep(Duration::from_millis(5));
+            lock.release().unwrap();
+            t.join().unwrap();
+            assert_eq!(spin_word(&lock) & SPINNING, 0);
+        }
+        assert!(spin_word(&lock) > SPIN_MAX_NS, "{}", spin_word(&lock));
+        assert_eq!(budget_ns(spin_word(&lock)), SPIN_MIN_NS);
+    }
+
+    /// While one thread holds SPINNING, other waiters do not spin: they sleep (CONTENDED) at
+    /// once, do not touch the spin word, and are still woken by the release.
+    fn one_spinner_at_a_time<W: Wait + 'static>() {
+        let lock = Arc::new(RawLock::<W>::new());
+        let claimed = SPINNING | 12_345;
+        lock.spin.store(claimed, Ordering::Relaxed);
+        lock.acquire();
+        let l2 = Arc::clone(&lock);
+        let t = std::thread::spawn(move || {
+            let r = l2.acquire_until(Some(Deadline::after(Duration::from_secs(10))));
+            assert_eq!(r, Acquire::Acquired);
+            l2.release().unwrap();
+        });
+        assert!(eventually(|| state(&lock) == CONTENDED));
+        lock.release().unwrap();
+        t.join().unwrap();
+        assert_eq!(spin_word(&lock), claimed);
+        assert_eq!(state(&lock), UNLOCKED);
+    }
+
+    /// Handoffs timed around the spin budget (released during the spin, at its end, and after
+    /// the waiter has gone to sleep) under both policies: every waiter gets the lock well
+    /// before its deadline, so no wake-up is lost between spinning and sleeping.
+    fn no_lost_wakeups<W: Wait + 'static>(policy: SpinPolicy) {
+        const ROUNDS: u32 = 300;
+        let lock = Arc::new(RawLock::<W>::new());
+        let turn = Arc::new(AtomicU32::new(0));
+        lock.acquire();
+        let (l2, turn2) = (Arc::clone(&lock), Arc::clone(&turn));
+        let t = std::thread::spawn(move || {
+            for i in 0..ROUNDS {
+                let r =
+                    l2.acquire_until_with(Some(Deadline::after(Duration::from_secs(10))), policy);
+                assert_eq!(r, Acquire::Acquired, "round {i}");
+                turn2.store(i + 1, Ordering::Release);
+            }
+        });
+        for i in 0..ROUNDS {
+            // Hold for 0 to ~80 µs: inside, at the edge of, and beyond the spin.
+            let hold = Duration::from_micros(u64::from(i % 9) * 10);
+            let start = Instant::now();
+            while start.elapsed() < hold {
+                spin_loop();
+            }
+            lock.release().unwrap();
+            assert!(
+                eventually(|| turn.load(Ordering::Acquire) == i + 1),
+                "round {i}"
+            );
+        }
+        t.join().unwrap();
+        lock.release().unwrap();
+        assert_eq!(spin_word(&lock) & SPINNING, 0);
+    }
+
+    /// Many threads, both policies mixed, timed and untimed: exclusion holds, no waiter is
+    /// stranded, and the spin word ends clear.
+    fn mixed_policies_exclusion<W: Wait + 'static>() {
+        const THREADS: u32 = 4;
+        const ROUNDS: u32 = 3_000;
+        let lock = Arc::new(RawLock::<W>::new());
+        let counter = Arc::new(AtomicU32::new(0));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|k| {
+                let (lock, counter) = (Arc::clone(&lock), Arc::clone(&counter));
+                std::thread::spawn(move || {
+                    let policy = if k % 2 == 0 {
+                        SpinPolicy::Adaptive
+                    } else {
+                        SpinPolicy::Brief
+                    };
+                    for _ in 0..ROUNDS {
+                        let deadline = (k >= 2).then(|| Deadline::after(Duration::from_secs(10)));
+                        assert_eq!(lock.acquire_until_with(deadline, policy), Acquire::Acquired);
+                        // A plain read-modify-write: only the lock keeps it exact.
+                        let v = counter.load(Ordering::Relaxed);
+                        counter.store(v + 1, Ordering::Relaxed);
+                        lock.release().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(counter.load(Ordering::Relaxed), THREADS * ROUNDS);
+        assert_eq!(state(&lock), UNLOCKED);
+        assert_eq!(spin_word(&lock) & SPINNING, 0);
+    }
+
     macro_rules! lock_tests {
         ($modname:ident, $backend:ty) => {
             mod $modname {
@@ -371,6 +751,30 @@ mod tests {
                 fn reinit_from_any_state() {
                     super::reinit_from_any_state::<$backend>();
                 }
+                #[test]
+                fn deadline_respected_while_spinning() {
+                    super::deadline_respected_while_spinning::<$backend>();
+                }
+                #[test]
+                fn learns_from_waits() {
+                    super::learns_from_waits::<$backend>();
+                }
+                #[test]
+                fn one_spinner_at_a_time() {
+                    super::one_spinner_at_a_time::<$backend>();
+                }
+                #[test]
+                fn no_lost_wakeups_adaptive() {
+                    super::no_lost_wakeups::<$backend>(super::SpinPolicy::Adaptive);
+                }
+                #[test]
+                fn no_lost_wakeups_brief() {
+                    super::no_lost_wakeups::<$backend>(super::SpinPolicy::Brief);
+                }
+                #[test]
+                fn mixed_policies_exclusion() {
+                    super::mixed_policies_exclusion::<$backend>();
+                }
             }
         };
     }
@@ -380,10 +784,50 @@ mod tests {
     lock_tests!(fallback, crate::wait::Fallback);
 
     #[test]
-    fn four_bytes() {
-        assert_eq!(core::mem::size_of::<Lock>(), 4);
-        assert_eq!(core::mem::size_of::<RawLock<Fallback>>(), 4);
+    fn eight_bytes() {
+        assert_eq!(core::mem::size_of::<Lock>(), 8);
+        assert_eq!(core::mem::size_of::<RawLock<Fallback>>(), 8);
         assert_eq!(core::mem::align_of::<Lock>(), 4);
+    }
+
+    #[test]
+    fn estimate_moves_a_quarter_towards_twice_the_wait() {
+        assert_eq!(next_estimate(20_000, 10_000), 20_000);
+        assert_eq!(next_estimate(20_000, 0), 15_000);
+        assert_eq!(next_estimate(20_000, 30_000), 30_000);
+        // Long waits are capped, so SPINNING is never set by an estimate.
+        assert_eq!(next_estimate(ESTIMATE_CAP_NS, u64::MAX), ESTIMATE_CAP_NS);
+        assert_eq!(
+            next_estimate(u32::MAX, 0),
+            ESTIMATE_CAP_NS - ESTIMATE_CAP_NS / 4
+        );
+        let mut e = 20_000;
+        for _ in 0..50 {
+            e = next_estimate(e, 3_000);
+        }
+        assert!((6_000..6_100).contains(&e), "{e}");
+    }
+
+    #[test]
+    fn estimate_recovers_from_long_waits() {
+        let mut e = ESTIMATE_CAP_NS;
+        let mut rounds = 0;
+        while budget_ns(e) == SPIN_MIN_NS {
+            e = next_estimate(e, 5_000);
+            rounds += 1;
+        }
+        // Three 5 µs waits (each overstated by a wake-up) and the lock spins again.
+        assert_eq!(rounds, 3);
+        assert!(budget_ns(e) > 40_000, "{e}");
+    }
+
+    #[test]
+    fn budget_bounds() {
+        assert_eq!(budget_ns(0), SPIN_MIN_NS);
+        assert_eq!(budget_ns(SPIN_INITIAL_NS), SPIN_INITIAL_NS);
+        assert_eq!(budget_ns(SPIN_MAX_NS), SPIN_MAX_NS);
+        assert_eq!(budget_ns(SPIN_MAX_NS + 1), SPIN_MIN_NS);
+        assert_eq!(budget_ns(ESTIMATE_CAP_NS), SPIN_MIN_NS);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `_thread.lock` (`LockType`): the binary lock.
 //!
-//! One `rthread_core::Lock` (a single atomic word) inside the object header.
+//! One `rthread_core::Lock` (the lock word and its spin word, eight bytes)
+//! inside the object.
 //! The type is built with `PyType_FromSpec`: not subclassable, weak-
 //! referenceable, no `__dict__`, and instantiable only from 3.13 on, like the
 //! built-in.
