@@ -135,7 +135,6 @@ impl MethodDef {
     pub const fn varargs(name: &'static CStr, f: CFunction, doc: &'static CStr) -> Self {
         Self::new(name, Meth { plain: f }, ffi::METH_VARARGS, doc)
     }
-    #[cfg_attr(not(Py_3_13), allow(dead_code))] // only 3.13 has METH_O functions
     pub const fn onearg(name: &'static CStr, f: CFunction, doc: &'static CStr) -> Self {
         Self::new(name, Meth { plain: f }, ffi::METH_O, doc)
     }

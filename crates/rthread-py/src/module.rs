@@ -21,8 +21,8 @@ unsafe extern "C-unwind" fn allocate_lock(_: *mut PyObject, _: *mut PyObject) ->
 #[cfg(Py_3_12)]
 unsafe extern "C-unwind" fn always_true(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held. rthread loads only in the
-    // main interpreter (PyO3 refuses subinterpreters), where daemon threads
-    // are allowed.
+    // main interpreter (its init refuses subinterpreters, see lib.rs), where
+    // daemon threads are allowed.
     unsafe { capi::boolean(true) }
 }
 
