@@ -189,9 +189,16 @@ impl<W: Wait> RawLock<W> {
     #[inline]
     #[must_use]
     pub fn try_acquire(&self) -> bool {
+        self.take_free().is_ok()
+    }
+
+    /// The one way a free lock is taken without sleeping: `UNLOCKED -> LOCKED` with `Acquire`
+    /// (fast path, spin, and after the spin). On failure, returns the state seen.
+    #[inline]
+    fn take_free(&self) -> Result<(), u32> {
         self.state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+            .map(|_| ())
     }
 
     /// Takes the lock, blocking until `deadline` (`None` = no limit), with the default
@@ -269,13 +276,8 @@ impl<W: Wait> RawLock<W> {
         // asleep, but then the release that freed the lock woke one of them, and that thread
         // marks the lock CONTENDED again before it sleeps, so no wake-up is lost.
         if state == UNLOCKED {
-            match self.state.compare_exchange(
-                UNLOCKED,
-                LOCKED,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Acquire::Acquired,
+            match self.take_free() {
+                Ok(()) => return Acquire::Acquired,
                 Err(s) => state = s,
             }
         }
@@ -359,13 +361,8 @@ impl<W: Wait> RawLock<W> {
         loop {
             let mut state = self.state.load(Ordering::Relaxed);
             if state == UNLOCKED {
-                match self.state.compare_exchange(
-                    UNLOCKED,
-                    LOCKED,
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Ok(now.as_nanos().saturating_sub(start.as_nanos())),
+                match self.take_free() {
+                    Ok(()) => return Ok(now.as_nanos().saturating_sub(start.as_nanos())),
                     Err(s) => state = s,
                 }
             }
