@@ -22,6 +22,7 @@ test: test-rust test-python conformance
 
 test-rust:
 	cargo test -p rthread-core
+	@set -- $$(scripts/default-python.sh); PYO3_PYTHON=$$2 cargo test -p rthread-py --lib
 
 test-python:
 	@found=$$($(PYTHONS_CMD)); \

@@ -27,7 +27,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::deadline::Deadline;
-use crate::lock::{Acquire, RawLock};
+use crate::lock::{Acquire, RawLock, SpinPolicy};
 use crate::wait::{DefaultWait, Wait};
 
 /// Error returned when a thread releases an `RLock` it does not hold (Python: "cannot release
@@ -118,12 +118,22 @@ impl<W: Wait> RawRLock<W> {
     /// Takes the lock, blocking until `deadline` (`None` = no limit) unless `me` already owns
     /// it. Same [`Acquire::Interrupted`] contract as [`RawLock::acquire_until`].
     pub fn acquire_until(&self, me: u64, deadline: Option<Deadline>) -> Acquire {
+        self.acquire_until_with(me, deadline, SpinPolicy::Adaptive)
+    }
+
+    /// [`RawRLock::acquire_until`] with an explicit [`SpinPolicy`] for the inner lock.
+    pub fn acquire_until_with(
+        &self,
+        me: u64,
+        deadline: Option<Deadline>,
+        policy: SpinPolicy,
+    ) -> Acquire {
         debug_assert_ne!(me, 0, "thread idents are non-zero");
         if self.owner.load(Ordering::Relaxed) == me {
             self.reenter();
             return Acquire::Acquired;
         }
-        let r = self.lock.acquire_until(deadline);
+        let r = self.lock.acquire_until_with(deadline, policy);
         if r == Acquire::Acquired {
             self.set_owned(me, 1);
         }
@@ -226,7 +236,18 @@ impl<W: Wait> RawRLock<W> {
         owner: u64,
         deadline: Option<Deadline>,
     ) -> Acquire {
-        let r = self.lock.acquire_until(deadline);
+        self.acquire_restore_until_with(count, owner, deadline, SpinPolicy::Adaptive)
+    }
+
+    /// [`RawRLock::acquire_restore_until`] with an explicit [`SpinPolicy`] for the inner lock.
+    pub fn acquire_restore_until_with(
+        &self,
+        count: u64,
+        owner: u64,
+        deadline: Option<Deadline>,
+        policy: SpinPolicy,
+    ) -> Acquire {
+        let r = self.lock.acquire_until_with(deadline, policy);
         if r == Acquire::Acquired {
             self.set_owned(owner, count);
         }

@@ -18,6 +18,7 @@ use rthread_core::{Acquire, Deadline};
 
 use crate::capi::{self, Static};
 use crate::errors;
+use crate::gil;
 
 /// What an acquire call asked for.
 #[derive(Clone, Copy, Debug)]
@@ -302,9 +303,12 @@ unsafe fn block_without_gil(
         //   from PyEval_RestoreThread (daemon thread at finalization) passes
         //   through cleanly.
         let result = unsafe {
+            gil::releasing();
             let tstate = capi::PyEval_SaveThread();
+            gil::released();
             let result = block(deadline);
             capi::PyEval_RestoreThread(tstate);
+            gil::held();
             result
         };
         match result {

@@ -11,6 +11,7 @@ mod capi;
 mod errors;
 mod excepthook;
 mod finalizing;
+mod gil;
 mod handle;
 mod local;
 mod lock;

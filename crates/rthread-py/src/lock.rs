@@ -17,6 +17,7 @@ use rthread_core::Lock;
 use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
 use crate::errors;
+use crate::gil;
 use crate::pytype;
 
 #[repr(C)]
@@ -87,7 +88,7 @@ unsafe extern "C-unwind" fn acquire(
         acquire::to_python(acquire::acquire_with(
             wait,
             || lock.try_acquire(),
-            |deadline| lock.acquire_until(deadline),
+            |deadline| lock.acquire_until_with(deadline, gil::SPIN),
         ))
     }
 }
@@ -107,6 +108,8 @@ unsafe extern "C-unwind" fn exit(
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a lock.
     unsafe {
+        // A waiter spinning on this lock leaves it to us while we run.
+        gil::held();
         match lock_of(slf).release() {
             Ok(()) => capi::none(),
             Err(_) => errors::thread_error(errors::RELEASE_UNLOCKED),

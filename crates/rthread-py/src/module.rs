@@ -157,6 +157,8 @@ static FUNCTIONS: Static<[MethodDef; FUNCTIONS_LIST.len()]> =
 /// Fills the module: functions, types, constants.
 pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // The importing thread runs Python.
+    crate::gil::held();
     // The functions say they belong to `_thread` (their `__module__`, and
     // the "_thread.f() takes no arguments" messages of 3.11+), like the types.
     let module_name = pyo3::types::PyString::new(py, "_thread");

@@ -15,6 +15,7 @@ use rthread_core::{thread, Acquire, RLock};
 use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
 use crate::errors;
+use crate::gil;
 use crate::pytype;
 
 #[repr(C)]
@@ -91,7 +92,7 @@ unsafe extern "C-unwind" fn acquire(
         acquire::to_python(acquire::acquire_with(
             wait,
             || rlock.try_acquire(me),
-            |deadline| rlock.acquire_until(me, deadline),
+            |deadline| rlock.acquire_until_with(me, deadline, gil::SPIN),
         ))
     }
 }
@@ -111,6 +112,8 @@ unsafe extern "C-unwind" fn exit(
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` an RLock.
     unsafe {
+        // A waiter spinning on this lock leaves it to us while we run.
+        gil::held();
         match rlock_of(slf).release(thread::current_ident()) {
             Ok(()) => capi::none(),
             Err(_) => errors::thread_error(errors::RELEASE_UNACQUIRED),
@@ -182,11 +185,14 @@ unsafe extern "C-unwind" fn acquire_restore(
             Some(rthread_core::Deadline::now()),
         ) != Acquire::Acquired
         {
+            gil::releasing();
             let tstate = capi::PyEval_SaveThread();
-            while rlock.acquire_restore_until(count as u64, owner as u64, None) != Acquire::Acquired
-            {
-            }
+            gil::released();
+            while rlock.acquire_restore_until_with(count as u64, owner as u64, None, gil::SPIN)
+                != Acquire::Acquired
+            {}
             capi::PyEval_RestoreThread(tstate);
+            gil::held();
         }
         capi::none()
     }

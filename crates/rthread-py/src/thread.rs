@@ -21,6 +21,7 @@ use rthread_core::thread::{self, StackSizeError};
 use crate::capi;
 use crate::errors;
 use crate::finalizing;
+use crate::gil;
 use crate::handle::{self, Handle};
 
 /// Threads started here that are running their callable (`_count()`).
@@ -62,7 +63,8 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
         if !handle.is_null() {
             (*handle).set_ident(thread::current_ident());
         }
-        let gil = capi::PyGILState_Ensure();
+        let gstate = capi::PyGILState_Ensure();
+        gil::held();
         RUNNING.fetch_add(1, Ordering::Relaxed);
         let result = capi::PyObject_Call(func, args, kwargs);
         if result.is_null() {
@@ -76,7 +78,9 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
         if !kwargs.is_null() {
             capi::Py_DecRef(kwargs);
         }
-        capi::PyGILState_Release(gil);
+        gil::releasing();
+        capi::PyGILState_Release(gstate);
+        gil::released();
         // Python is done with this thread: wake the joiners. (A thread ended
         // by finalization never gets here; nobody joins it any more.)
         if !handle.is_null() {
