@@ -38,13 +38,12 @@
 //! having just released the lock, usually wants it back at once: if the waiter took it, both
 //! threads now wait for each other, and every turn of a loop becomes a GIL hand-over.
 //! [`SpinPolicy::Gated`] passes a `ready` hint: while the lock is free and `ready()` is false, the
-//! spinner leaves it alone (so its releaser can take it back) and keeps watching, past its
-//! budget if need be but never past [`SPIN_MAX_NS`] from the start or the deadline. When
-//! `ready()` turns true it takes the lock; when the lock is taken again by someone else, the
-//! spin goes on or ends as usual. A sleeper woken by a release does the same for up to
-//! [`WAKE_GATE_NS`]. The hint only moves the moment a free lock is taken, never whether: a
-//! waiter that still sees the lock free when its watch ends takes it, however wrong `ready()`
-//! is.
+//! spinner leaves it alone (so its releaser can take it back) and keeps watching: once the lock
+//! has stayed free for [`GATE_WATCH_NS`], or `ready()` turns true, it takes it, past its budget
+//! if need be but never past the deadline. When the lock is taken again by someone else, the
+//! spin goes on or ends as usual. A sleeper woken by a release does the same. The hint only
+//! moves the moment a free lock is taken, never whether: a waiter that still sees the lock free
+//! when its watch ends takes it, however wrong `ready()` is.
 //!
 //! # Notes about memory ordering
 //!
@@ -108,9 +107,10 @@ const ESTIMATE_SHIFT: u32 = 2;
 pub const SPIN_YIELD_AFTER_NS: u32 = 1_000;
 /// Polls of the lock word between two reads of the clock (about 0.1-0.5 µs of `spin_loop`).
 const POLLS_PER_CLOCK_READ: u32 = 8;
-/// How long a sleeper woken by a release watches a free lock whose `ready()` hint is false
-/// ([`SpinPolicy::Gated`]) before it takes it anyway.
-pub const WAKE_GATE_NS: u32 = 5_000;
+/// How long a waiter watches a free lock whose `ready()` hint stays false
+/// ([`SpinPolicy::Gated`]) before it takes it anyway: a little more than a releaser typically
+/// runs before it blocks in a handoff, so that a stale hint costs little.
+pub const GATE_WATCH_NS: u32 = 10_000;
 
 /// How many times [`SpinPolicy::Brief`] polls a `LOCKED` lock before going to sleep, and how
 /// often every waiter polls after being woken.
@@ -369,12 +369,12 @@ impl<W: Wait> RawLock<W> {
     }
 
     /// A woken sleeper found the lock free but `ready()` false: watch for up to
-    /// [`WAKE_GATE_NS`] (and never past the deadline) until the hint turns true or someone else
+    /// [`GATE_WATCH_NS`] (and never past the deadline) until the hint turns true or someone else
     /// takes the lock. Returns the state seen last; the caller takes the lock if it is free.
     #[cold]
     fn watch_gate(&self, deadline: Option<Deadline>, ready: fn() -> bool) -> u32 {
         let start = Deadline::now();
-        let watch_end = Deadline::from_nanos(start.as_nanos().saturating_add(WAKE_GATE_NS.into()));
+        let watch_end = Deadline::from_nanos(start.as_nanos().saturating_add(GATE_WATCH_NS.into()));
         let end = deadline.map_or(watch_end, |d| d.min(watch_end));
         let mut polls: u32 = 0;
         loop {
@@ -435,16 +435,16 @@ impl<W: Wait> RawLock<W> {
         deadline: Option<Deadline>,
         ready: fn() -> bool,
     ) -> Result<u64, u32> {
-        let after = |ns: u32| Deadline::from_nanos(start.as_nanos().saturating_add(ns.into()));
-        let (budget_end, watch_end) = (after(budget_ns), after(budget_ns.max(SPIN_MAX_NS)));
+        let budget_end = Deadline::from_nanos(start.as_nanos().saturating_add(budget_ns.into()));
         let end = deadline.map_or(budget_end, |d| d.min(budget_end));
-        let watch_end = deadline.map_or(watch_end, |d| d.min(watch_end));
         let yield_after = start.as_nanos().saturating_add(SPIN_YIELD_AFTER_NS.into());
         let mut now = start;
         let mut polls: u32 = 0;
+        // When the current stretch of seeing the lock free (and not ready) ends the watch.
+        let mut watch_end: Option<Deadline> = None;
         loop {
             let mut state = self.state.load(Ordering::Relaxed);
-            if state == UNLOCKED && (now >= watch_end || ready()) {
+            if state == UNLOCKED && (watch_end.is_some_and(|w| now >= w) || ready()) {
                 match self.take_free() {
                     Ok(()) => return Ok(now.as_nanos().saturating_sub(start.as_nanos())),
                     Err(s) => state = s,
@@ -456,8 +456,16 @@ impl<W: Wait> RawLock<W> {
                 if polls != 0 {
                     now = Deadline::now();
                 }
-                // A free lock that is only waiting for `ready()` is watched until `watch_end`.
-                if now >= end && (state != UNLOCKED || now >= watch_end) {
+                watch_end = (state == UNLOCKED).then(|| {
+                    watch_end.unwrap_or_else(|| {
+                        Deadline::from_nanos(now.as_nanos().saturating_add(GATE_WATCH_NS.into()))
+                    })
+                });
+                // A free lock that is only waiting for `ready()` is watched a little past the
+                // budget, never past the deadline; a lock taken again ends the spin.
+                let watching =
+                    watch_end.is_some_and(|w| now < w) && deadline.is_none_or(|d| now < d);
+                if now >= end && !watching {
                     return Err(state);
                 }
                 if now.as_nanos() >= yield_after {
