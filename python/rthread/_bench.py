@@ -972,7 +972,9 @@ def _plan(rthread, mods, settings, only, objects):
                      functools.partial(_memory_rows, kinds, rounds, objects, timeout)))
     names = [c[0] for c in _STDLIB_CASES if _selected(c[0], only)]
     if names:
-        rounds = min(5, max(1, math.ceil(repeats / 4)))
+        # Child processes differ more from each other (thread placement on the CPUs, the
+        # machine's load) than samples within one child: many short pairs of children.
+        rounds = min(12, max(1, math.ceil(repeats / 2)))
         samples = 3 if repeats >= 3 else 1
         scale = min(2.0, max(0.02, settings["min_time_ms"] / 20.0))
         # Planned: per child, start-up plus 4 workloads x (samples + warm-up) x 50 ms x scale;
