@@ -251,12 +251,8 @@ pub fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
 /// The GIL must be held.
 #[inline]
 pub unsafe fn none() -> *mut PyObject {
-    // SAFETY: the caller holds the GIL; Py_None is immortal or refcounted as usual.
-    unsafe {
-        let none = ffi::Py_None();
-        ffi::Py_INCREF(none);
-        none
-    }
+    // SAFETY: the caller holds the GIL; Py_None is always alive.
+    unsafe { new_ref_to_singleton(ffi::Py_None()) }
 }
 
 /// `True` or `False` with a new reference.
@@ -267,14 +263,28 @@ pub unsafe fn none() -> *mut PyObject {
 pub unsafe fn boolean(value: bool) -> *mut PyObject {
     // SAFETY: the caller holds the GIL; the bool singletons are always alive.
     unsafe {
-        let obj = if value {
+        new_ref_to_singleton(if value {
             ffi::Py_True()
         } else {
             ffi::Py_False()
-        };
-        ffi::Py_INCREF(obj);
-        obj
+        })
     }
+}
+
+/// A new reference to `None`, `True` or `False`. From 3.12 on they are immortal and a reference
+/// costs nothing (what `Py_RETURN_NONE` and `Py_RETURN_TRUE` do there, since PEP 683); before,
+/// their count goes up as for any object.
+///
+/// # Safety
+/// The GIL must be held; `obj` is one of the three singletons.
+#[inline(always)]
+unsafe fn new_ref_to_singleton(obj: *mut PyObject) -> *mut PyObject {
+    #[cfg(not(Py_3_12))]
+    // SAFETY: the caller holds the GIL and `obj` is alive.
+    unsafe {
+        ffi::Py_INCREF(obj)
+    };
+    obj
 }
 
 extern "C-unwind" {
