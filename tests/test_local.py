@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from parity import VERSION, assert_same, outcome
+from parity import assert_same, outcome
 import rthread
 from conftest import BUILTIN
 
@@ -152,10 +152,9 @@ def _class_assignment(mod):
     a.x = 1
     a.__class__ = B
     result = [type(a).__name__, a.x]
-    if VERSION >= (3, 10):
-        # To the base type: refused, as the type is immutable (3.9's built-in
-        # is a static type, rthread's a heap type: different refusals).
-        result.append(outcome(lambda _: setattr(a, "__class__", mod._local), mod))
+    # To the base type: refused (an immutable heap type from 3.10, a static
+    # type on 3.9, as the built-in's).
+    result.append(outcome(lambda _: setattr(a, "__class__", mod._local), mod))
     return result
 
 
@@ -235,7 +234,9 @@ def _cases():
         "dir": lambda m: [n for n in dir(m._local()) if n not in IGNORED_DIR],
         "dir-with-attrs": lambda m: ((l := m._local()).__setattr__("zz", 1), [n for n in dir(l) if n not in IGNORED_DIR])[1],
         "type-names": lambda m: (m._local.__name__, m._local.__qualname__, m._local.__module__),
-        "type-flags": lambda m: [bool(m._local.__flags__ & bit) for bit in (1 << 10, 1 << 14)],
+        "type-docs": lambda m: [m._local.__doc__ is None, vars(m._local)["__doc__"] is None, m._local().__doc__ is None],
+        # DISALLOW_INSTANTIATION, IMMUTABLETYPE, HEAPTYPE, BASETYPE, HAVE_GC.
+        "type-flags": lambda m: [bool(m._local.__flags__ & 1 << bit) for bit in (7, 8, 9, 10, 14)],
         "type-offsets": lambda m: (m._local.__dictoffset__, m._local.__weakrefoffset__ > 0),
         "subclass-offsets": lambda m: (_subclass(m).__dictoffset__ != 0, sorted(_subclass(m).__dict__)),
         "slots-dict": lambda m: type(_subclass(m, {"__slots__": ("__dict__",)})()).__name__,
@@ -257,15 +258,11 @@ def _cases():
     }
     for proto in range(pickle.HIGHEST_PROTOCOL + 1):
         cases[f"pickle-{proto}"] = lambda m, p=proto: pickle.dumps(m._local(), p)
-    # Not compared: __basicsize__ and __sizeof__, which legitimately differ,
-    # and the heap-type flag (3.9's built-in is a static type).
+    # Not compared: __basicsize__ and __sizeof__, which legitimately differ.
     return cases
 
 
-# Type-dict entries that differ on 3.9 only, where the built-in is a static
-# type (no __module__ entry, and copyreg cannot cache __slotnames__ on it).
-IGNORED_TYPE_KEYS = {"__module__", "__slotnames__"}
-IGNORED_DIR = set(dir(object())) | IGNORED_TYPE_KEYS
+IGNORED_DIR = set(dir(object()))
 CASES = _cases()
 
 
@@ -275,7 +272,7 @@ def test_local_case(name):
 
 
 def test_type_dict_keys():
-    keys = lambda m: sorted(k for k in vars(m._local) if k not in IGNORED_TYPE_KEYS)
+    keys = lambda m: sorted(vars(m._local))
     assert keys(rthread) == keys(BUILTIN)
 
 

@@ -691,14 +691,16 @@ unsafe extern "C-unwind" fn traverse(
 ) -> c_int {
     // SAFETY: called by the collector with the GIL held; visiting runs no
     // Python code, so the link table cannot change while it is walked. An
-    // instance of a heap type visits its type.
+    // instance of a heap type visits its type, unless the base is a static
+    // type (3.9), when subtype_traverse does (see pytype::STATIC_TYPES).
     unsafe {
         let local = slf.cast::<LocalObject>();
-        for obj in [
-            ffi::Py_TYPE(slf).cast::<PyObject>(),
-            (*local).args,
-            (*local).kw,
-        ] {
+        let tp = if pytype::STATIC_TYPES {
+            ptr::null_mut()
+        } else {
+            ffi::Py_TYPE(slf).cast::<PyObject>()
+        };
+        for obj in [tp, (*local).args, (*local).kw] {
             if !obj.is_null() {
                 let rc = visit(obj, arg);
                 if rc != 0 {

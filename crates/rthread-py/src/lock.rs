@@ -271,23 +271,21 @@ static MEMBERS: Static<[ffi::PyMemberDef; 2]> = Static::new([
 
 /// Creates the lock type; called once from module init.
 pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    let doc = capi::docstring!(
+        "lock()",
+        "A binary lock with no owner: any thread may release it, and a thread that\n\
+acquires it twice without releasing blocks itself. Create one with\n\
+allocate_lock() (or threading.Lock()). Use acquire(), release() and\n\
+locked(), or a with statement."
+    );
     let mut slots = vec![
         capi::slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
         capi::slot(ffi::Py_tp_repr, repr as *mut c_void),
         capi::slot(ffi::Py_tp_methods, METHODS.get().cast()),
         capi::slot(ffi::Py_tp_members, MEMBERS.get().cast()),
-        capi::slot(
-            ffi::Py_tp_doc,
-            capi::docstring!(
-                "lock()",
-                "A binary lock with no owner: any thread may release it, and a thread that\n\
-acquires it twice without releasing blocks itself. Create one with\n\
-allocate_lock() (or threading.Lock()). Use acquire(), release() and\n\
-locked(), or a with statement."
-            )
-            .as_ptr() as *mut c_void,
-        ),
     ];
+    #[cfg(Py_3_10)]
+    slots.push(capi::slot(ffi::Py_tp_doc, doc.as_ptr() as *mut c_void));
     #[cfg(Py_3_13)]
     slots.push(capi::slot(ffi::Py_tp_new, new as *mut c_void));
     let tp = pytype::create(
@@ -300,6 +298,14 @@ locked(), or a with statement."
         },
         &mut slots,
     )?;
+    // 3.9's built-in sets the lock type's doc only after PyType_Ready, so the
+    // type has a `__doc__` but its dict (and so an instance) has None.
+    #[cfg(not(Py_3_10))]
+    // SAFETY: the GIL is held; on 3.9 the type is rthread's static type, not
+    // yet shared, and the doc is 'static.
+    unsafe {
+        (*tp.as_ptr().cast::<ffi::PyTypeObject>()).tp_doc = doc.as_ptr();
+    }
     TYPE.store(tp.as_ptr().cast(), Ordering::Relaxed);
     Ok(tp)
 }

@@ -1,6 +1,14 @@
-//! Small helpers for the hand-built types (`PyType_FromSpec`), shared by every
-//! type file.
-use std::ffi::{c_int, c_uint, CStr};
+//! Small helpers for the hand-built types, shared by every type file.
+//!
+//! From 3.10 on the types are heap types (`PyType_FromSpec`), immutable and,
+//! where the built-in's are, not instantiable, as the built-in `_thread`'s
+//! are on those versions. On 3.9 the built-in's types are *static* types, and
+//! a heap type shows it (settable type attributes, a `__module__` entry, how
+//! `copyreg` pickles it), so there the same slot list fills a static
+//! `PyTypeObject` instead, made ready with `PyType_Ready` and never freed.
+use std::ffi::CStr;
+#[cfg(Py_3_10)]
+use std::ffi::{c_int, c_uint};
 
 use pyo3::ffi::{self, PyObject};
 use pyo3::prelude::*;
@@ -50,23 +58,39 @@ pub unsafe fn repr_string(text: &str) -> *mut PyObject {
     unsafe { ffi::PyUnicode_FromStringAndSize(text.as_ptr().cast(), text.len() as ffi::Py_ssize_t) }
 }
 
-/// Frees an instance of a heap type and drops its reference to the type.
+/// Frees an instance of one of rthread's types (or of a Python subclass) and,
+/// where that is this function's job, drops the instance's reference to its
+/// type.
+///
+/// An instance of a heap type owns a reference to its type. With a heap base
+/// type (3.10+) the base's dealloc drops it, also for subclass instances;
+/// with a static base (3.9) `subtype_dealloc` drops a subclass's, and
+/// instances of the static type itself hold none.
 ///
 /// # Safety
 /// The GIL must be held; `obj` is being deallocated (refcount zero) and its
 /// weak references are already cleared.
 pub unsafe fn free_instance(obj: *mut PyObject) {
     // SAFETY: per the contract, `obj` is dead to Python; tp_free is the
-    // allocator's matching free; the instance owned one reference to its type.
+    // allocator's matching free; the reference dropped is the one the
+    // instance owned (see above).
     unsafe {
         let tp = ffi::Py_TYPE(obj);
         match (*tp).tp_free {
             Some(free) => free(obj.cast()),
             None => ffi::PyObject_Free(obj.cast()),
         }
+        if STATIC_TYPES {
+            return;
+        }
         ffi::Py_DECREF(tp.cast());
     }
 }
+
+/// Whether rthread's types are static types (3.9) rather than heap types.
+/// Their `tp_traverse` must then not visit the instance's type:
+/// `subtype_traverse` visits a subclass's, and a static type is not tracked.
+pub const STATIC_TYPES: bool = cfg!(not(Py_3_10));
 
 /// For `tp_new` functions that accept no arguments: raises what CPython's
 /// argument clinic raises (keywords are checked first) and returns false if
@@ -123,6 +147,9 @@ pub fn create_with_flags<'py>(
             tp_flags |= ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
         }
     }
+    #[cfg(not(Py_3_10))]
+    return create_static(py, name, basicsize, flags, tp_flags, slots);
+    #[cfg(Py_3_10)]
     let mut spec = ffi::PyType_Spec {
         name: name.as_ptr(),
         basicsize: basicsize as c_int,
@@ -133,14 +160,100 @@ pub fn create_with_flags<'py>(
     // SAFETY: the GIL is held (`py`); the spec and slot array are valid for
     // the call (CPython copies them); the name and every table the slots point
     // to are 'static.
-    let tp = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
-    #[cfg(not(Py_3_10))]
-    if !flags.instantiable {
-        // 3.9 has no DISALLOW_INSTANTIATION flag, and heap types inherit
-        // object.__new__. A NULL tp_new makes `type.__call__` raise
-        // "cannot create '<name>' instances", as for the built-in's static type.
-        // SAFETY: GIL held; the type was just created and is not shared yet.
-        unsafe { (*tp.as_ptr().cast::<ffi::PyTypeObject>()).tp_new = None };
+    #[cfg(Py_3_10)]
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyType_FromSpec(&mut spec))
     }
-    Ok(tp)
+}
+
+/// 3.9: a static type from the same slots (see the module docs). The type
+/// object is leaked on purpose: static types live as long as the process.
+/// Without `Py_tp_new`, `tp_new` stays NULL, which a static type does not
+/// inherit, so calling the type raises "cannot create '<name>' instances" as
+/// for the built-in's.
+#[cfg(not(Py_3_10))]
+fn create_static<'py>(
+    py: Python<'py>,
+    name: &'static CStr,
+    basicsize: usize,
+    flags: Flags,
+    tp_flags: std::ffi::c_ulong,
+    slots: &[ffi::PyType_Slot],
+) -> PyResult<Bound<'py, PyAny>> {
+    use std::ffi::c_void;
+    use std::mem::transmute;
+
+    // SAFETY: every field of PyTypeObject is an integer, a raw pointer or an
+    // `Option` of a function pointer, for which all-zero bytes are valid
+    // (0, NULL, None): this is how C declares a static type before filling it.
+    let tp: &'static mut ffi::PyTypeObject = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    tp.ob_base.ob_base.ob_refcnt = 1;
+    tp.tp_name = name.as_ptr();
+    tp.tp_basicsize = basicsize as ffi::Py_ssize_t;
+    tp.tp_flags = tp_flags;
+    for slot in slots.iter().take_while(|s| s.slot != 0) {
+        let pfunc: *mut c_void = slot.pfunc;
+        // SAFETY: each slot's pointer was made from a function (or table) of
+        // exactly the type CPython reads that slot as, as for PyType_FromSpec;
+        // the transmutes only restore those types.
+        unsafe {
+            match slot.slot {
+                ffi::Py_tp_dealloc => {
+                    tp.tp_dealloc = transmute::<*mut c_void, Option<ffi::destructor>>(pfunc)
+                }
+                ffi::Py_tp_repr => {
+                    tp.tp_repr = transmute::<*mut c_void, Option<ffi::reprfunc>>(pfunc)
+                }
+                ffi::Py_tp_getattro => {
+                    tp.tp_getattro = transmute::<*mut c_void, Option<ffi::getattrofunc>>(pfunc)
+                }
+                ffi::Py_tp_setattro => {
+                    tp.tp_setattro = transmute::<*mut c_void, Option<ffi::setattrofunc>>(pfunc)
+                }
+                ffi::Py_tp_traverse => {
+                    tp.tp_traverse = transmute::<*mut c_void, Option<ffi::traverseproc>>(pfunc)
+                }
+                ffi::Py_tp_clear => {
+                    tp.tp_clear = transmute::<*mut c_void, Option<ffi::inquiry>>(pfunc)
+                }
+                ffi::Py_tp_new => tp.tp_new = transmute::<*mut c_void, Option<ffi::newfunc>>(pfunc),
+                ffi::Py_tp_doc => tp.tp_doc = pfunc as *const std::ffi::c_char,
+                ffi::Py_tp_methods => tp.tp_methods = pfunc.cast(),
+                ffi::Py_tp_getset => tp.tp_getset = pfunc.cast(),
+                ffi::Py_tp_members => {
+                    // PyType_FromSpec's convention: a `__weaklistoffset__`
+                    // member only sets tp_weaklistoffset; rthread's member
+                    // tables hold nothing else.
+                    let member = &*pfunc.cast::<ffi::PyMemberDef>();
+                    let is_weaklist = !member.name.is_null()
+                        && CStr::from_ptr(member.name) == c"__weaklistoffset__";
+                    let next = &*pfunc.cast::<ffi::PyMemberDef>().add(1);
+                    if !is_weaklist || !next.name.is_null() {
+                        return Err(pyo3::exceptions::PySystemError::new_err(
+                            "rthread: unexpected member table for a static type",
+                        ));
+                    }
+                    tp.tp_weaklistoffset = member.offset;
+                }
+                other => {
+                    return Err(pyo3::exceptions::PySystemError::new_err(format!(
+                        "rthread: slot {other} is not supported for a static type"
+                    )))
+                }
+            }
+        }
+    }
+    if !flags.instantiable {
+        tp.tp_new = None;
+    }
+    let tp: *mut ffi::PyTypeObject = tp;
+    // SAFETY: the GIL is held; `tp` is a fully initialised static type whose
+    // name, doc and tables are 'static; PyType_Ready fills in the rest. The
+    // returned reference is a new one to an object that is never freed.
+    unsafe {
+        if ffi::PyType_Ready(tp) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_borrowed_ptr(py, tp.cast()))
+    }
 }

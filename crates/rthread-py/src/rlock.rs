@@ -332,12 +332,8 @@ pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         capi::slot(ffi::Py_tp_repr, repr as *mut c_void),
         capi::slot(ffi::Py_tp_methods, METHODS.get().cast()),
         capi::slot(ffi::Py_tp_members, MEMBERS.get().cast()),
-        capi::slot(
-            ffi::Py_tp_doc,
-            c"A reentrant lock: the thread that holds it may acquire it again, and must\n\
-release it as many times. Only the owner may release it."
-                .as_ptr() as *mut c_void,
-        ),
+        // No type docstring: the built-in's RLock has none (`__doc__` is None)
+        // on every version; its methods are documented.
     ];
     pytype::create(
         py,
