@@ -17,7 +17,8 @@ For every interpreter scripts/pythons.sh finds (3.9 - 3.13):
    .venv/conf-3.X/rthread-conformance/processes.jsonl. A marker file in the
    same directory, `baseline`, turns the activation off for baseline runs.
 3. `python -m test -j2 --junit-xml ...` runs test_thread, test_threading,
-   test_threading_local, test_threadsignals and test_audit from the
+   test_threading_local, test_threadsignals, test_audit, and the library on
+   top of them (test_queue, test_logging, test_sched) from the
    interpreter's installed `test` package, once on the built-in (cached in
    target/conformance/ while the interpreter and its test package do not
    change) and once on rthread.
@@ -50,7 +51,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ("test_thread", "test_threading", "test_threading_local", "test_threadsignals", "test_audit")
+TESTS = (
+    "test_thread", "test_threading", "test_threading_local", "test_threadsignals", "test_audit",
+    # The standard library on top of threading's locks and conditions.
+    "test_queue", "test_logging", "test_sched",
+)
 HERE = ROOT / "tests" / "cpython"
 ACTIVATOR = HERE / "_rthread_conformance.py"
 EXPECTATIONS = HERE / "expected_differences.py"
