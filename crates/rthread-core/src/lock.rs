@@ -368,9 +368,9 @@ impl<W: Wait> RawLock<W> {
         }
     }
 
-    /// A woken sleeper found the lock free but `ready()` false: watch for up to
-    /// [`GATE_WATCH_NS`] (and never past the deadline) until the hint turns true or someone else
-    /// takes the lock. Returns the state seen last; the caller takes the lock if it is free.
+    /// A waiter (spinning, or woken from sleep) found the lock free but `ready()` false: watch for
+    /// up to [`GATE_WATCH_NS`] (and never past the deadline) until the hint turns true or someone
+    /// else takes the lock. Returns the state seen last; the caller takes the lock if it is free.
     #[cold]
     fn watch_gate(&self, deadline: Option<Deadline>, ready: fn() -> bool) -> u32 {
         let start = Deadline::now();
@@ -420,7 +420,7 @@ impl<W: Wait> RawLock<W> {
     }
 
     /// Spins from `start` for up to `budget_ns`, taking the lock as soon as it is free and
-    /// `ready()` (or the gate's watch is over: see "Gated spinning").
+    /// `ready()`, or once [`Self::watch_gate`] has watched it stay free (see "Gated spinning").
     ///
     /// `Ok(waited_ns)`: the caller holds the lock, after about `waited_ns` (as of the last
     /// clock read, so up to [`POLLS_PER_CLOCK_READ`] polls early). `Err(state)`: the budget or
@@ -440,11 +440,14 @@ impl<W: Wait> RawLock<W> {
         let yield_after = start.as_nanos().saturating_add(SPIN_YIELD_AFTER_NS.into());
         let mut now = start;
         let mut polls: u32 = 0;
-        // When the current stretch of seeing the lock free (and not ready) ends the watch.
-        let mut watch_end: Option<Deadline> = None;
         loop {
             let mut state = self.state.load(Ordering::Relaxed);
-            if state == UNLOCKED && (watch_end.is_some_and(|w| now >= w) || ready()) {
+            if state == UNLOCKED && !ready() {
+                // Past the budget if need be: the lock is free, only not yet worth taking.
+                state = self.watch_gate(deadline, ready);
+                now = Deadline::now();
+            }
+            if state == UNLOCKED {
                 match self.take_free() {
                     Ok(()) => return Ok(now.as_nanos().saturating_sub(start.as_nanos())),
                     Err(s) => state = s,
@@ -456,16 +459,7 @@ impl<W: Wait> RawLock<W> {
                 if polls != 0 {
                     now = Deadline::now();
                 }
-                watch_end = (state == UNLOCKED).then(|| {
-                    watch_end.unwrap_or_else(|| {
-                        Deadline::from_nanos(now.as_nanos().saturating_add(GATE_WATCH_NS.into()))
-                    })
-                });
-                // A free lock that is only waiting for `ready()` is watched a little past the
-                // budget, never past the deadline; a lock taken again ends the spin.
-                let watching =
-                    watch_end.is_some_and(|w| now < w) && deadline.is_none_or(|d| now < d);
-                if now >= end && !watching {
+                if now >= end {
                     return Err(state);
                 }
                 if now.as_nanos() >= yield_after {
