@@ -195,7 +195,10 @@ fn create_static<'py>(
         let pfunc: *mut c_void = slot.pfunc;
         // SAFETY: each slot's pointer was made from a function (or table) of
         // exactly the type CPython reads that slot as, as for PyType_FromSpec;
-        // the transmutes only restore those types.
+        // the transmutes only restore those types. A Py_tp_members pointer is
+        // a 'static member table ending in a NULL-named entry, so its first
+        // entry, its name (a C string) and, when that entry is named, the
+        // second entry can be read.
         unsafe {
             match slot.slot {
                 ffi::Py_tp_dealloc => {
@@ -224,11 +227,12 @@ fn create_static<'py>(
                     // PyType_FromSpec's convention: a `__weaklistoffset__`
                     // member only sets tp_weaklistoffset; rthread's member
                     // tables hold nothing else.
-                    let member = &*pfunc.cast::<ffi::PyMemberDef>();
-                    let is_weaklist = !member.name.is_null()
-                        && CStr::from_ptr(member.name) == c"__weaklistoffset__";
-                    let next = &*pfunc.cast::<ffi::PyMemberDef>().add(1);
-                    if !is_weaklist || !next.name.is_null() {
+                    let members = pfunc.cast::<ffi::PyMemberDef>();
+                    let member = &*members;
+                    let only_weaklist = !member.name.is_null()
+                        && CStr::from_ptr(member.name) == c"__weaklistoffset__"
+                        && (*members.add(1)).name.is_null();
+                    if !only_weaklist {
                         return Err(pyo3::exceptions::PySystemError::new_err(
                             "rthread: unexpected member table for a static type",
                         ));
