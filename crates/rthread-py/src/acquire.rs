@@ -303,12 +303,9 @@ unsafe fn block_without_gil(
         //   from PyEval_RestoreThread (daemon thread at finalization) passes
         //   through cleanly.
         let result = unsafe {
-            gil::releasing();
-            let tstate = capi::PyEval_SaveThread();
-            gil::released();
+            let tstate = gil::save();
             let result = block(deadline);
-            capi::PyEval_RestoreThread(tstate);
-            gil::held();
+            gil::restore(tstate);
             result
         };
         match result {

@@ -9,8 +9,9 @@
 //! of this module's own waits), when the GIL is free to be taken at once.
 //!
 //! The interpreter's GIL state is private, so this hint only follows what
-//! rthread sees: every method of ours that runs with the GIL marks it held,
-//! and our own blocking waits mark it released around `PyEval_SaveThread`.
+//! rthread sees: every release of one of our locks (which runs with the GIL)
+//! and every return from [`restore`] marks it held, and our own blocking
+//! waits mark it free in [`save`].
 //! It is wrong whenever the GIL changes hands elsewhere (a `time.sleep`, I/O,
 //! the interpreter's switch interval); that only changes *when* a waiter takes
 //! a free lock, by at most the core lock's bounded watch, never whether.
@@ -51,6 +52,32 @@ pub fn releasing() {
 #[inline]
 pub fn released() {
     let _ = STATE.compare_exchange(RELEASING, FREE, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// `PyEval_SaveThread`, telling the hint.
+///
+/// # Safety
+/// As `PyEval_SaveThread`: the calling thread holds the GIL.
+#[inline]
+pub unsafe fn save() -> *mut pyo3::ffi::PyThreadState {
+    releasing();
+    // SAFETY: forwarded caller obligation.
+    let tstate = unsafe { crate::capi::PyEval_SaveThread() };
+    released();
+    tstate
+}
+
+/// `PyEval_RestoreThread`, telling the hint. Like it, may end the thread by
+/// a forced unwind at finalization (nothing here has a destructor).
+///
+/// # Safety
+/// As `PyEval_RestoreThread`: `tstate` is what [`save`] returned on this
+/// thread, and the thread does not hold the GIL.
+#[inline]
+pub unsafe fn restore(tstate: *mut pyo3::ffi::PyThreadState) {
+    // SAFETY: forwarded caller obligation.
+    unsafe { crate::capi::PyEval_RestoreThread(tstate) };
+    held();
 }
 
 /// Whether a waiter that takes a lock now could probably take the GIL at once.

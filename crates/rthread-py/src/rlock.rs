@@ -185,14 +185,11 @@ unsafe extern "C-unwind" fn acquire_restore(
             Some(rthread_core::Deadline::now()),
         ) != Acquire::Acquired
         {
-            gil::releasing();
-            let tstate = capi::PyEval_SaveThread();
-            gil::released();
+            let tstate = gil::save();
             while rlock.acquire_restore_until_with(count as u64, owner as u64, None, gil::SPIN)
                 != Acquire::Acquired
             {}
-            capi::PyEval_RestoreThread(tstate);
-            gil::held();
+            gil::restore(tstate);
         }
         capi::none()
     }
