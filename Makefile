@@ -1,12 +1,14 @@
 # The documented workflow. Every CI step is one of these targets.
 #   make demo   set up (venv, maturin, release build) and run the demo
-#   make test   core cargo tests, pytest and CPython's own thread suites (conformance) on every interpreter 3.9-3.13 found
-#   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg
+#   make test   core cargo tests, pytest and CPython's own thread suites (conformance) on every interpreter 3.9-3.15 found
+#   make test-sid  the same `make test` for CPython 3.14 and 3.15, inside a Debian sid chroot
+#               (needs root; makes the chroot with mmdebstrap on first use, scripts/sid.sh)
+#   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg, 3.9-3.15
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHONS_CMD := scripts/pythons.sh
 
-.PHONY: demo test test-rust test-python lint fmt build clean
+.PHONY: demo test test-rust test-python test-sid lint fmt build clean
 
 demo:
 	@set -- $$(scripts/default-python.sh); echo "== building rthread for Python $$1 ($$2)"; \
@@ -26,7 +28,7 @@ test-rust:
 
 test-python:
 	@found=$$($(PYTHONS_CMD)); \
-	 [ -n "$$found" ] || { echo "no CPython 3.9-3.13 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }; \
+	 [ -n "$$found" ] || { echo "no CPython 3.9-3.15 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }; \
 	 echo "interpreters found:"; echo "$$found" | sed 's/^/  /'; \
 	 failed=""; \
 	 while read -r v p; do \
@@ -36,12 +38,34 @@ test-python:
 	 done <<< "$$found"; \
 	 if [ -n "$$failed" ]; then echo "pytest failed on:$$failed" >&2; exit 1; fi
 
+# CPython 3.14 and 3.15 usually live only in the sid chroot: clippy needs no interpreter,
+# only PyO3's description of one, so a version not found here is linted from a PyO3
+# config file (PYO3_CONFIG_FILE) that names it.
+LINT_VERSIONS := 3.9 3.10 3.11 3.12 3.13 3.14 3.15
 lint:
 	cargo fmt --all -- --check
-	@$(PYTHONS_CMD) | while read -r v p; do \
-	   echo "== clippy for Python $$v"; \
-	   PYO3_PYTHON=$$p CARGO_TARGET_DIR=target/lint$$v cargo clippy --all-targets -- -D warnings; \
+	@found=$$($(PYTHONS_CMD)); \
+	 for v in $(LINT_VERSIONS); do \
+	   p=$$(awk -v v="$$v" '$$1==v {print $$2}' <<< "$$found"); \
+	   if [ -n "$$p" ]; then \
+	     echo "== clippy for Python $$v ($$p)"; \
+	     PYO3_PYTHON=$$p CARGO_TARGET_DIR=target/lint$$v cargo clippy --all-targets -- -D warnings; \
+	   else \
+	     cfg=$$PWD/target/pyo3-$$v.cfg; mkdir -p target; \
+	     printf 'implementation=CPython\nversion=%s\nshared=true\nabi3=false\npointer_width=64\nbuild_flags=\nsuppress_build_script_link_lines=true\n' "$$v" > "$$cfg"; \
+	     echo "== clippy for Python $$v (no interpreter here: PyO3 config $$cfg)"; \
+	     PYO3_CONFIG_FILE=$$cfg CARGO_TARGET_DIR=target/lint$$v cargo clippy --all-targets -- -D warnings; \
+	   fi; \
 	 done
+
+# CPython 3.14 and 3.15 from Debian sid: `make test` inside the chroot, restricted to them,
+# failing unless both are there.
+SID_VERSIONS := 3.14 3.15
+test-sid:
+	@scripts/sid.sh setup
+	@scripts/sid.sh run bash -c 'found=$$(RTHREAD_PYTHONS="$(SID_VERSIONS)" scripts/pythons.sh | cut -d" " -f1 | xargs); \
+	  [ "$$found" = "$(SID_VERSIONS)" ] || { echo "sid chroot: expected CPython $(SID_VERSIONS), found: $$found" >&2; exit 1; }; \
+	  CARGO_TARGET_DIR=target/sid RTHREAD_PYTHONS="$(SID_VERSIONS)" make test'
 
 fmt:
 	cargo fmt --all
@@ -70,5 +94,5 @@ CONFORMANCE_ARGS ?=
 .PHONY: conformance
 conformance:
 	@runner=$$($(PYTHONS_CMD) | tail -n1 | cut -d' ' -f2); \
-	 [ -n "$$runner" ] || { echo "no CPython 3.9-3.13 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }; \
+	 [ -n "$$runner" ] || { echo "no CPython 3.9-3.15 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }; \
 	 "$$runner" scripts/conformance.py $(CONFORMANCE_ARGS)

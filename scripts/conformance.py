@@ -4,7 +4,7 @@ and on rthread, per interpreter, compared test by test.
 
     python3 scripts/conformance.py [--versions 3.9,3.13] [--fresh-baseline]
 
-For every interpreter scripts/pythons.sh finds (3.9 - 3.13):
+For every interpreter scripts/pythons.sh finds (3.9 - 3.15):
 
 1. rthread's wheel, target/wheels/3.X/*.whl, is (re)built with
    scripts/install.sh when it is missing or older than the sources.
@@ -89,7 +89,7 @@ def interpreters(wanted):
         if missing:
             raise SystemExit("interpreter(s) not found: %s" % ", ".join(sorted(missing)))
     if not found:
-        raise SystemExit("no CPython 3.9-3.13 found (pyenv or pythonX.Y on PATH)")
+        raise SystemExit("no CPython 3.9-3.15 found (pyenv or pythonX.Y on PATH)")
     return found
 
 

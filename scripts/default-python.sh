@@ -7,5 +7,5 @@ want=${DEMO_VERSION:-$(python3 -c 'import sys; print("%d.%d" % sys.version_info[
 found=$("$here/pythons.sh")
 line=$(awk -v v="$want" '$1==v' <<< "$found" | head -n1)
 [ -n "$line" ] || line=$(tail -n1 <<< "$found")
-[ -n "$line" ] || { echo "no CPython 3.9-3.13 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }
+[ -n "$line" ] || { echo "no CPython 3.9-3.15 found (pyenv or pythonX.Y on PATH)" >&2; exit 1; }
 echo "$line"

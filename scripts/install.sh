@@ -9,7 +9,7 @@ version=$1
 python=$2
 top=$(cd "$(dirname "$0")/.." && pwd)
 venv=$top/.venv/$version
-if [ ! -x "$venv/bin/python" ]; then
+if [ ! -x "$venv/bin/maturin" ] || [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet -r "$top/requirements-dev.txt"

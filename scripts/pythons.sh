@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Lists the CPython interpreters rthread supports that this machine has, one
-# "VERSION PATH" line each (3.9 .. 3.13): pyenv's newest patch release first,
+# "VERSION PATH" line each (3.9 .. 3.15): pyenv's newest patch release first,
 # else pythonX.Y on PATH. Set RTHREAD_PYTHONS="3.11 3.13" to restrict the set.
 set -u
-wanted=${RTHREAD_PYTHONS:-"3.9 3.10 3.11 3.12 3.13"}
+wanted=${RTHREAD_PYTHONS:-"3.9 3.10 3.11 3.12 3.13 3.14 3.15"}
 root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
 for v in $wanted; do
   found=""
