@@ -9,6 +9,8 @@ library run on it.
 
 import sys as _sys
 
+_BuiltinFunction = type(len)
+
 from . import _rthread
 
 # Re-export every name of the native module (public and underscore ones alike:
@@ -38,8 +40,18 @@ def active():
 
 def _builtin_users(builtin):
     """Names of imported modules that already bound the built-in ``_thread`` or
-    one of its functions or types."""
-    shared = {id(getattr(builtin, n)) for n in dir(builtin) if not n.startswith("__") and n != "error"}
+    one of its functions or types.
+
+    Only the module object and its builtin functions and types count: a plain
+    constant is no binding (3.14's ``_NAME_MAXLEN`` is the cached small int 15,
+    the very object ``_signal.SIGTERM`` and ``errno.ENOTBLK`` hold)."""
+    shared = set()
+    for name in dir(builtin):
+        value = getattr(builtin, name)
+        if name.startswith("__") or name == "error":
+            continue  # __loader__, __spec__...: shared by every builtin module
+        if isinstance(value, (type, _BuiltinFunction)):
+            shared.add(id(value))
     users = []
     for name, module in list(_sys.modules.items()):
         if name in _IGNORED_USERS or name.startswith(__name__ + "."):
