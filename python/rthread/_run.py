@@ -220,14 +220,8 @@ def _run_code(kind, target, args, own):
     sys.modules["__main__"] = module
     try:
         code = compile(source, filename, "exec")
-        if kind == "command" and sys.version_info[:2] == (3, 13):
-            # 3.13's python -c leaves the command in linecache under its file
-            # name, so that tracebacks show its lines. (Not checked on 3.14,
-            # whose linecache keys such entries differently.)
-            import linecache
-
-            lines = [line + "\n" for line in source.splitlines()]
-            linecache.cache[filename] = (len(source), None, lines, filename)
+        if kind == "command" and sys.version_info >= (3, 13):
+            _remember_command(code, source, filename)
         exec(code, namespace)
     except SystemExit:
         raise
@@ -235,6 +229,20 @@ def _run_code(kind, target, args, own):
         _report_without_noise(exc, own)
         raise
     return 0
+
+
+def _remember_command(code, source, filename):
+    """Puts the source of a ``-c`` command in linecache as python -c does (3.13+),
+    so that tracebacks show its lines: 3.13 keys the entry by file name, 3.14+
+    by code object (``linecache._register_code``, what the interpreter calls)."""
+    import linecache
+
+    register = getattr(linecache, "_register_code", None)
+    if sys.version_info >= (3, 14) and register is not None:
+        register(code, source, filename)
+    else:
+        lines = [line + "\n" for line in source.splitlines()]
+        linecache.cache[filename] = (len(source), None, lines, filename)
 
 
 def _run_runpy(kind, target, args, own):
