@@ -215,7 +215,9 @@ def _run_code(kind, target, args, own):
     if "__annotations__" in own[0]:
         namespace["__annotations__"] = {}
     if kind == "stdin":
-        namespace.update(__file__="<stdin>", __cached__=None)
+        namespace["__file__"] = "<stdin>"
+        if sys.version_info < (3, 15):
+            namespace["__cached__"] = None  # 3.15's python - no longer sets it
     sys.argv[:] = ["-c" if kind == "command" else "-", *args]
     sys.modules["__main__"] = module
     try:
