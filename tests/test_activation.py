@@ -125,8 +125,10 @@ def test_install_then_threading_runs_on_rthread():
 def test_install_after_threading_raises_and_changes_nothing():
     code = textwrap.dedent(
         """\
-        import sys, threading, rthread
+        import sys, functools, reprlib, warnings, threading, rthread
         before = sys.modules["_thread"]
+        movable = [(m, k, v) for m in (functools, reprlib, sys.modules.get("_py_warnings"))
+                   if m is not None for k, v in vars(m).items()]
         try:
             rthread.install()
         except RuntimeError as exc:
@@ -135,11 +137,14 @@ def test_install_after_threading_raises_and_changes_nothing():
             raise AssertionError("install() did not raise")
         assert sys.modules["_thread"] is before
         assert not rthread.active()
+        # Not even the modules install() moves when nothing else is in the way.
+        assert all(vars(m)[k] is v for m, k, v in movable)
         """
     )
     proc = run(["-c", code])
     assert proc.returncode == 0, proc.stderr
     assert "'threading'" in proc.stdout
+    assert "functools" not in proc.stdout and "warnings" not in proc.stdout
 
 
 def test_install_is_idempotent():
@@ -599,3 +604,80 @@ def test_startup_module_warns_when_imported_late():
 def test_active_reports_the_running_thread_module():
     # In this (pytest) process threading came first: rthread is importable but not active.
     assert rthread.active() is (sys.modules["_thread"] is rthread._rthread)
+
+
+
+# --------------------------------------------------------------------------------------------
+# Warning options: -W, -X dev and PYTHONWARNINGS import `warnings` before site runs (and,
+# with a message or module pattern, `re` -> functools, reprlib); on 3.14+ `warnings`
+# brings `_py_warnings`, which binds the built-in module. All three ways must still
+# activate rthread, quietly, and the options must work as under plain python.
+
+WARNINGS_PROGRAM = """\
+    import sys
+    if sys.argv[1:] == ["install"]:
+        import rthread
+        rthread.install()
+    import json, threading, warnings
+
+    def warn_in_thread(out):
+        try:
+            warnings.warn("from a thread", UserWarning)
+            out.append("returned")
+        except UserWarning:
+            out.append("raised")
+
+    out = []
+    t = threading.Thread(target=warn_in_thread, args=(out,))
+    t.start()
+    t.join()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("caught", UserWarning)
+    rthread = sys.modules.get("rthread")
+    native = getattr(rthread, "_rthread", None)
+    active = native is not None and sys.modules["_thread"] is native
+    print(json.dumps({
+        "warnoptions": sys.warnoptions,
+        "dev_mode": sys.flags.dev_mode,
+        "thread": out,
+        "caught": [str(w.message) for w in caught],
+        "active": active,
+        "threading_on_rthread": threading.get_ident is getattr(native, "get_ident", None),
+        # Modules still bound to the built-in (none may be, once rthread is active).
+        "left_on_builtin": rthread._builtin_users(rthread._builtin_thread()) if active else [],
+    }))
+    """
+
+WARNING_OPTIONS = {
+    "-W error": (["-W", "error"], {}),
+    "-X dev": (["-X", "dev"], {}),
+    "PYTHONWARNINGS=error::DeprecationWarning": ([], {"PYTHONWARNINGS": "error::DeprecationWarning"}),
+    # A message pattern makes warnings import re, hence functools and reprlib.
+    "-W ignore:pattern": (["-W", "ignore:no such message:UserWarning"], {}),
+    "PYTHONWARNINGS=ignore:pattern": ([], {"PYTHONWARNINGS": "ignore:no such message"}),
+}
+
+
+@pytest.mark.parametrize("how", ["RTHREAD=1", "-m rthread", "install()"])
+@pytest.mark.parametrize("options", list(WARNING_OPTIONS))
+def test_warning_options_do_not_stop_activation(tmp_path, options, how):
+    flags, extra = WARNING_OPTIONS[options]
+    write(tmp_path / "s.py", WARNINGS_PROGRAM)
+    plain = run([*flags, "s.py"], cwd=tmp_path, env=plain_env(**extra))
+    if how == "RTHREAD=1":
+        ours = run([*flags, "s.py"], cwd=tmp_path, env=plain_env(RTHREAD="1", **extra))
+    elif how == "-m rthread":
+        ours = run([*flags, "-m", "rthread", "s.py"], cwd=tmp_path, env=plain_env(**extra))
+    else:
+        ours = run([*flags, "s.py", "install"], cwd=tmp_path, env=plain_env(**extra))
+    expected, got = probe_output(plain), probe_output(ours)
+    assert expected["warnoptions"] and not expected["active"]
+    assert (got.pop("active"), got.pop("threading_on_rthread"), got.pop("left_on_builtin")) \
+        == (True, True, [])
+    for key in ("active", "threading_on_rthread", "left_on_builtin"):
+        del expected[key]
+    assert got == expected
+    # Same warnings shown (or none), and nothing from rthread.
+    assert ours.stderr == plain.stderr
+

@@ -45,14 +45,6 @@ Options:
   --            end of options: the next argument is the script, even if it starts with -
 """
 
-# Modules that bind a piece of the built-in ``_thread`` at import time and are
-# imported by the interpreter itself before the ``__main__`` of ``-m rthread``
-# runs (3.9 - 3.11: runpy -> importlib.util -> contextlib -> functools, reprlib).
-# Their module-level names are pointed at rthread's equivalents before install();
-# anything else that got there first makes activation fail.
-_REBINDABLE = frozenset({"functools", "reprlib"})
-
-
 class _UsageError(Exception):
     pass
 
@@ -83,46 +75,30 @@ def _parse(argv):
 
 
 def _activate():
-    """Makes rthread the process's ``_thread``; a message saying why not, or None."""
+    """Makes rthread the process's ``_thread``; a message saying why not, or None.
+
+    install() itself moves the standard-library modules the interpreter imports
+    before this runs (3.9 - 3.11: runpy -> importlib.util -> contextlib ->
+    functools, reprlib) to rthread; anything else that got there first makes
+    activation fail, changing nothing."""
     import rthread
 
     if rthread.active():
         return None
-    builtin = sys.modules.get("_thread")
-    users = []
-    finder = getattr(rthread, "_builtin_users", None)
-    if builtin is not None and finder is not None:
-        users = finder(builtin)
-    late = [name for name in users if name not in _REBINDABLE]
-    if late:
+    try:
+        rthread.install()
+    except RuntimeError as exc:
+        builtin = sys.modules.get("_thread")
+        finder = getattr(rthread, "_late_users", None)
+        late = finder(builtin) if finder is not None and builtin is not None else []
+        if not late:
+            return "cannot run on rthread: %s" % exc
         return (
             "cannot run on rthread: %s imported the built-in _thread during interpreter "
             "start-up, before -m rthread ran (a .pth file, sitecustomize or usercustomize?). "
             "Set RTHREAD=1 instead: rthread's own .pth file activates it before those run."
             % ", ".join(repr(name) for name in late)
         )
-    # Everything is checked before anything changes: point the few start-up
-    # users at rthread's equivalents, then install (which checks again).
-    native = rthread._rthread
-    by_identity = {
-        id(getattr(builtin, name)): name
-        for name in dir(builtin)
-        if not name.startswith("__") and name != "error"
-    }
-    rebinds = []
-    for module_name in users:
-        namespace = vars(sys.modules[module_name])
-        for key, value in list(namespace.items()):
-            if value is builtin:
-                rebinds.append((namespace, key, native))
-            elif id(value) in by_identity and hasattr(native, by_identity[id(value)]):
-                rebinds.append((namespace, key, getattr(native, by_identity[id(value)])))
-    for namespace, key, value in rebinds:
-        namespace[key] = value
-    try:
-        rthread.install()
-    except RuntimeError as exc:
-        return "cannot run on rthread: %s" % exc
     return None
 
 

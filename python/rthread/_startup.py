@@ -20,7 +20,7 @@ def _activate():
         reason = str(exc)
         if isinstance(exc, RuntimeError):
             builtin = sys.modules.get("_thread")
-            finder = getattr(sys.modules.get("rthread"), "_builtin_users", None)
+            finder = getattr(sys.modules.get("rthread"), "_late_users", None)
             try:
                 users = finder(builtin) if finder is not None and builtin is not None else []
             except Exception:
