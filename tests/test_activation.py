@@ -681,3 +681,42 @@ def test_warning_options_do_not_stop_activation(tmp_path, options, how):
     # Same warnings shown (or none), and nothing from rthread.
     assert ours.stderr == plain.stderr
 
+
+# --------------------------------------------------------------------------------------------
+# Subinterpreters (3.14+): site processes .pth files again in each one, so with RTHREAD=1
+# rthread's .pth line runs there too. rthread loads only in the main interpreter; every
+# subinterpreter must quietly keep its own built-in _thread.
+
+SUBINTERPRETERS = """\
+    import sys, rthread
+    from concurrent import interpreters
+    from concurrent.futures import InterpreterPoolExecutor
+
+    REPORT = ("(sys.modules['_thread'].__spec__.origin, _thread._is_main_interpreter(),"
+              " 'rthread' in sys.modules)")
+    print("main", rthread.active(), flush=True)
+    with InterpreterPoolExecutor(max_workers=2) as pool:
+        job = pool.submit(exec, "import sys, _thread; print(*" + REPORT + ", flush=True)")
+        assert job.result(timeout=30) is None
+        assert pool.submit(pow, 6, 2).result(timeout=30) == 36
+    interp = interpreters.create()
+    try:
+        interp.exec(
+            "import sys, threading, _thread\\n"
+            "t = threading.Thread(target=lambda: None)\\n"
+            "t.start()\\n"
+            "t.join()\\n"
+            "print(*" + REPORT + ", flush=True)\\n"
+        )
+    finally:
+        interp.close()
+    """
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason="concurrent.interpreters is new in 3.14")
+def test_rthread_1_leaves_subinterpreters_on_the_builtin_quietly(tmp_path):
+    write(tmp_path / "s.py", SUBINTERPRETERS)
+    proc = run(["s.py"], cwd=tmp_path, env=plain_env(RTHREAD="1"))
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == "main True\nbuilt-in False False\nbuilt-in False False\n"
+
