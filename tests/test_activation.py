@@ -720,3 +720,33 @@ def test_rthread_1_leaves_subinterpreters_on_the_builtin_quietly(tmp_path):
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout == "main True\nbuilt-in False False\nbuilt-in False False\n"
 
+
+# --------------------------------------------------------------------------------------------
+# The .pth file processed twice at start-up (a venv whose lib64 is a symlink to lib makes
+# site see the same site-packages under two names).
+
+
+def test_pth_file_processed_twice_is_quiet(tmp_path):
+    site_dir = tmp_path / "lib" / "site-packages"
+    site_dir.mkdir(parents=True)
+    shutil.copy(os.path.join(site_packages(), PTH_NAME), str(site_dir / PTH_NAME))
+    # Sorts after 00-rthread.pth: records, each time the directory is processed,
+    # whether rthread is active by then.
+    write(site_dir / "zz-record.pth",
+          "import sys; sys.__dict__.setdefault('_rthread_test_runs', [])"
+          ".append(sys.modules['_thread'] is getattr(sys.modules.get('rthread'), '_rthread', 0))\n")
+    os.symlink("lib", str(tmp_path / "lib64"))
+    code = textwrap.dedent(
+        """\
+        import sys, site
+        sys.path.append(%r)  # rthread itself, without processing that directory's .pth files
+        site.addsitedir(%r)
+        site.addsitedir(%r)
+        import rthread, rthread._startup, threading
+        rthread._startup._activate()  # what a second run would do if it were not cached
+        rthread.install()
+        print(sys._rthread_test_runs, rthread.active(), threading.get_ident is rthread.get_ident)
+        """ % (site_packages(), str(site_dir), str(tmp_path / "lib64" / "site-packages"))
+    )
+    proc = run(["-S", "-c", code], env=plain_env(RTHREAD="1"))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[True, True] True True\n", "")
