@@ -52,20 +52,28 @@ def active():
     return _sys.modules.get("_thread") is _rthread
 
 
-def _builtin_users(builtin):
-    """Names of imported modules that already bound the built-in ``_thread`` or
-    one of its functions or types.
+def _bindable(builtin):
+    """``{id(object): name}`` for what a module can bind of ``builtin``: its
+    builtin functions and types.
 
-    Only the module object and its builtin functions and types count: a plain
-    constant is no binding (3.14's ``_NAME_MAXLEN`` is the cached small int 15,
-    the very object ``_signal.SIGTERM`` and ``errno.ENOTBLK`` hold)."""
-    shared = set()
+    A plain constant is no binding (3.14's ``_NAME_MAXLEN`` is the cached small
+    int 15, the very object ``_signal.SIGTERM`` and ``errno.ENOTBLK`` hold), nor
+    are ``error`` (``RuntimeError``) and the dunders every builtin module shares
+    (``__loader__``)."""
+    found = {}
     for name in dir(builtin):
-        value = getattr(builtin, name)
         if name.startswith("__") or name == "error":
-            continue  # __loader__, __spec__...: shared by every builtin module
+            continue
+        value = getattr(builtin, name)
         if isinstance(value, (type, _BuiltinFunction)):
-            shared.add(id(value))
+            found[id(value)] = name
+    return found
+
+
+def _builtin_users(builtin):
+    """Names of imported modules that already bound the built-in ``_thread`` (the
+    module object) or one of its functions or types."""
+    shared = _bindable(builtin)
     users = []
     for name, module in list(_sys.modules.items()):
         if name in _IGNORED_USERS or name.startswith(__name__ + "."):
@@ -83,11 +91,7 @@ def _rebinds(builtin, users):
     ones that cannot be moved to rthread, and for the others the
     ``(namespace, name, replacement)`` assignments that move them."""
     native = _rthread
-    by_identity = {}
-    for name in dir(builtin):
-        value = getattr(builtin, name)
-        if not name.startswith("__") and name != "error" and isinstance(value, (type, _BuiltinFunction)):
-            by_identity[id(value)] = name
+    by_identity = _bindable(builtin)
     late, rebinds = [], []
     for module_name in users:
         module = _sys.modules.get(module_name)
