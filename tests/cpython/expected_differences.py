@@ -10,7 +10,7 @@ entry whose outcome changed. Entries that no longer occur are reported so
 they can be deleted. Nothing is skipped: a listed test still runs on both.
 
 TEST_DIFFERENCES entries:
-    versions  interpreter versions ("3.9" ... "3.13") it applies to
+    versions  interpreter versions ("3.9" ... "3.15") it applies to
     test      a test id as regrtest reports it (test.test_x.Class.test_y),
               or "test_x (file)" for the outcome of the whole test file
     builtin   outcome on the built-in: passed, failed, error, skipped, ...
@@ -25,7 +25,7 @@ PROCESS_EXCEPTIONS entries allow processes that did not run on rthread:
     versions, reason as above
 """
 
-ALL_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+ALL_VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
 
 TEST_DIFFERENCES = [
     # None: on every interpreter the same tests pass and the same are skipped.
