@@ -7,8 +7,7 @@
 //! - [`Deadline`]: absolute `CLOCK_MONOTONIC` deadlines, and CPython's [`TIMEOUT_MAX`].
 //! - [`wait`]: the small wait/wake API the locks sleep on, with a futex backend (Linux) and a
 //!   portable one.
-//! - [`diag`]: who holds what: thread slots, wait records, lock holders, wait-for cycles and
-//!   deadlock reports, with [`diag::TrackedLock`] for Rust programs.
+//! - [`diag`]: who holds what and who waits for whom: wait-for cycles and deadlock reports.
 //! - [`thread`]: thread idents, native ids, stack-size rules, OS thread names, and raw
 //!   `pthread_create` with CPython's default stack size.
 //!

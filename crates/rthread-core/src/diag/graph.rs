@@ -356,6 +356,34 @@ impl Snapshot {
         }
     }
 
+    /// The certain cycles of this snapshot that were already certain in `earlier`, with every
+    /// thread still in the very same wait (same [`WaitToken`]): what a watchdog should act on.
+    ///
+    /// One certain cycle is already a deadlock (see the module docs); requiring it twice, some
+    /// interval apart, also rules out anything the racy holder reads could have got wrong.
+    #[must_use]
+    pub fn confirmed_cycles(&self, earlier: &Snapshot) -> Vec<Cycle> {
+        let mut before: Vec<Vec<(ThreadSlot, WaitToken)>> = earlier
+            .cycles()
+            .into_iter()
+            .filter(|c| c.certainty == Certainty::Certain)
+            .map(|c| c.waits(earlier))
+            .collect();
+        for w in &mut before {
+            w.sort();
+        }
+        self.cycles()
+            .into_iter()
+            .filter(|c| {
+                let mut w = c.waits(self);
+                w.sort();
+                c.certainty == Certainty::Certain
+                    && w.len() == c.threads.len()
+                    && before.contains(&w)
+            })
+            .collect()
+    }
+
     /// Threads that have waited at least `min` when the snapshot was taken, longest first.
     #[must_use]
     pub fn long_waits(&self, min: Duration) -> Vec<&ThreadInfo> {
@@ -534,6 +562,21 @@ mod tests {
         let long = s.long_waits(Duration::from_nanos(1_000_000_000 - 2_000));
         assert_eq!(long.len(), 2);
         assert!(s.long_waits(Duration::from_secs(2)).is_empty());
+    }
+
+    #[test]
+    fn confirmed_cycles_need_the_same_waits_twice() {
+        let first = snap(vec![mutex(0, 1, 1), mutex(1, 2, 0), thread(2)]);
+        let mut second = first.clone();
+        assert_eq!(second.confirmed_cycles(&first).len(), 1);
+        // Thread 1 left and re-entered a wait: a new token, not the same deadlock.
+        second.threads[1].wait.as_mut().unwrap().token = WaitToken(1_000);
+        assert!(second.confirmed_cycles(&first).is_empty());
+        // Suspected in the earlier snapshot: not confirmed either.
+        let mut early = first.clone();
+        early.threads[0].wait.as_mut().unwrap().stable = false;
+        assert!(first.confirmed_cycles(&early).is_empty());
+        assert_eq!(first.confirmed_cycles(&first).len(), 1);
     }
 
     #[test]

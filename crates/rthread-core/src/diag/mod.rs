@@ -7,36 +7,39 @@
 //! and [`cancel_wait`] breaks a certain cycle by making one waiter's acquire fail.
 //!
 //! ```
-//! use rthread_core::diag::{self, Certainty, TrackedLock};
+//! use rthread_core::diag::{self, Cancel, Cancelled, TrackedLock};
 //! use std::sync::{mpsc, Arc};
+//! use std::time::Duration;
 //!
-//! let (a, b) = (Arc::new(TrackedLock::new()), Arc::new(TrackedLock::new()));
-//! a.acquire().unwrap();
-//! let (holding_tx, holding_rx) = mpsc::channel();
-//! let (a2, b2) = (Arc::clone(&a), Arc::clone(&b));
-//! let t = std::thread::spawn(move || {
-//!     b2.acquire().unwrap();
-//!     holding_tx.send(diag::register_current_thread().unwrap()).unwrap();
-//!     let r = a2.acquire(); // blocks: we hold `a` and wait for `b`
-//!     b2.release().unwrap();
-//!     r
+//! let lock = Arc::new(TrackedLock::new());
+//! lock.acquire().unwrap();
+//! let me = diag::current_slot().unwrap(); // registered by the acquire
+//! let (tx, rx) = mpsc::channel();
+//! let l2 = Arc::clone(&lock);
+//! let waiter = std::thread::spawn(move || {
+//!     tx.send(diag::register_current_thread_named("waiter").unwrap()).unwrap();
+//!     l2.acquire() // blocks: the main thread holds the lock
 //! });
-//! let other = holding_rx.recv().unwrap();
-//! // Wait (bounded) until the other thread is recorded as waiting for `a`.
-//! let snapshot = loop {
-//!     let s = diag::snapshot();
-//!     if s.thread(other).is_some_and(|t| t.wait.as_ref().is_some_and(|w| w.holder.is_some())) {
-//!         break s;
+//! let slot = rx.recv().unwrap();
+//! // Poll (bounded) until the waiter is recorded as blocked on the lock we hold.
+//! let mut snap = diag::snapshot();
+//! for _ in 0..10_000 {
+//!     let wait = snap.thread(slot).and_then(|t| t.wait.as_ref());
+//!     if wait.is_some_and(|w| w.holder == Some(me)) {
+//!         break;
 //!     }
-//!     std::thread::yield_now();
-//! };
-//! assert!(snapshot.text().contains("waiting"));
-//! // Now we wait for `b` on another thread... or simply break the other wait:
-//! let w = snapshot.thread(other).unwrap().wait.clone().unwrap();
-//! assert_eq!(diag::cancel_wait(other, w.token), diag::Cancel::Requested);
-//! assert_eq!(t.join().unwrap(), Err(diag::Cancelled));
-//! a.release().unwrap();
-//! # let _ = Certainty::Certain;
+//!     std::thread::sleep(Duration::from_millis(1));
+//!     snap = diag::snapshot();
+//! }
+//! let report = snap.text();
+//! assert!(report.contains("thread \"waiter\""), "{report}");
+//! assert!(report.contains(&format!("for lock #{}", lock.id().0)), "{report}");
+//!
+//! // What a watchdog does to the waiter it chose to break a deadlock:
+//! let token = snap.thread(slot).unwrap().wait.as_ref().unwrap().token;
+//! assert_eq!(diag::cancel_wait(slot, token), Cancel::Requested);
+//! assert_eq!(waiter.join().unwrap(), Err(Cancelled));
+//! lock.release().unwrap();
 //! ```
 //!
 //! # Data model
@@ -120,7 +123,8 @@
 //!
 //! - **Lock struct**: add a [`Holder`] (4 bytes) to the binding's lock and `RLock` objects (or,
 //!   for `RLock`, point [`HeldBy::Ident`] at its existing owner-ident word: zero extra bytes, the
-//!   snapshot maps idents to slots), and a creation [`SiteId`] interned from the Python frame
+//!   snapshot maps idents to slots; `RawRLock` then needs a `pub fn owner_word(&self) ->
+//!   &AtomicU64` accessor), and a creation [`SiteId`] interned from the Python frame
 //!   when the object is created (`intern_site(co_filename, f_lineno, co_qualname)`). The
 //!   [`LockId`] can be the object's address.
 //! - **Fast path cost**: after a successful acquire, [`Holder::set_current`]: one thread-local
