@@ -658,3 +658,47 @@ fn names_and_identity_in_snapshots() {
     join_within(h, HANG);
     assert!(snapshot().thread(slot).is_none());
 }
+
+#[test]
+fn after_fork_child_keeps_only_the_forking_thread() {
+    let (tx, rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let slot = register_current_thread().unwrap();
+        let g = WaitGuard::begin(WaitFor::Other { tag: 7, object: 7 }, None, false);
+        tx.send(slot).unwrap();
+        let _ = stop_rx.recv_timeout(HANG);
+        drop(g);
+    });
+    let other_slot = rx.recv_timeout(HANG).unwrap();
+    let me = register_current_thread().unwrap();
+    assert!(snapshot().thread(other_slot).is_some());
+
+    // SAFETY: `fork` has no preconditions; the child below only runs code that does not
+    // depend on the other threads (glibc's malloc is fork-safe) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            diag::after_fork_child();
+            let s = snapshot();
+            s.thread(other_slot).is_none() && s.thread(me).is_some_and(|t| t.wait.is_none())
+        })
+        .unwrap_or(false);
+        // SAFETY: `_exit` is always safe to call; it ends the child without running the
+        // parent's atexit handlers or destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child and `status` a valid, writable int.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child saw the parent's threads: {status}"
+    );
+    // The parent is untouched.
+    assert!(snapshot().thread(other_slot).is_some());
+    drop(stop_tx);
+    join_within(other, HANG);
+}

@@ -263,7 +263,10 @@ impl Holder {
     /// Forgets the holder (call just before releasing). Keeps the `SIGNAL` bit.
     #[inline]
     pub fn clear(&self) {
-        self.0.fetch_and(SIGNAL_BIT, Ordering::Relaxed);
+        // A load and a store, no read-modify-write: only the thread that holds the lock
+        // writes the word (see the type's docs).
+        let signal = self.0.load(Ordering::Relaxed) & SIGNAL_BIT;
+        self.0.store(signal, Ordering::Relaxed);
     }
 
     /// Forgets the holder on a release by `releaser` (`None`: an unregistered thread), and
@@ -476,7 +479,7 @@ impl Drop for Registration {
         if let Some(slot) = self.slot.take() {
             // A guard that was leaked with `mem::forget` keeps the slot (harmlessly) forever.
             if self.guards.get() == 0 {
-                free_slot(slot);
+                free_slot(slot, false);
             }
         }
     }
@@ -543,7 +546,10 @@ fn claim_slot() -> Option<ThreadSlot> {
 }
 
 /// Frees `thread`'s slot: clears its records, then bumps the generation to even.
-fn free_slot(thread: ThreadSlot) {
+///
+/// `after_fork`: in a fork child, where the name mutex may be held forever by a thread of the
+/// parent (one that was naming itself, or a snapshot), only try it.
+fn free_slot(thread: ThreadSlot, after_fork: bool) {
     let Some(slot) = live_slot(thread) else {
         return;
     };
@@ -552,7 +558,13 @@ fn free_slot(thread: ThreadSlot) {
     for e in &slot.held {
         e.lock.store(0, Ordering::Relaxed);
     }
-    *slot.name.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    if after_fork {
+        if let Ok(mut name) = slot.name.try_lock() {
+            *name = None;
+        }
+    } else {
+        *slot.name.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
     slot.gen
         .store((thread.generation + 1) & !CLAIMED, Ordering::Release);
 }
@@ -601,7 +613,7 @@ pub fn unregister_current_thread() -> bool {
         .try_with(|r| match r.slot.get() {
             Some(slot) if r.guards.get() == 0 => {
                 r.slot.set(None);
-                free_slot(slot);
+                free_slot(slot, false);
                 true
             }
             _ => false,
@@ -633,10 +645,13 @@ pub fn after_fork_child() {
             // A thread of the parent was registering: it does not exist here.
             slot.gen.store((gen & !CLAIMED) + 2, Ordering::Release);
         } else if gen % 2 == 1 {
-            free_slot(ThreadSlot {
-                index,
-                generation: gen,
-            });
+            free_slot(
+                ThreadSlot {
+                    index,
+                    generation: gen,
+                },
+                true,
+            );
         }
     }
 }
