@@ -481,6 +481,19 @@ fn snapshots_never_block_64_churning_threads() {
             })
         })
         .collect();
+    // A second snapshotter, so that readers also meet each other on the waiters' pins.
+    let other_snapshots = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let s = snapshot();
+                let _ = s.cycles();
+                n += 1;
+            }
+            n
+        })
+    };
     // Snapshot continuously until one has seen contended waits with their holders, and the
     // churners kept going meanwhile.
     let start = Instant::now();
@@ -516,6 +529,7 @@ fn snapshots_never_block_64_churning_threads() {
     }
     stop.store(true, Ordering::Relaxed);
     join_all_within(churners, HANG);
+    assert!(join_within(other_snapshots, HANG) > 0);
     assert!(snapshots > 0);
     for l in locks.iter() {
         assert!(l.try_acquire());

@@ -1026,9 +1026,16 @@ fn read_wait(s: &Slot) -> Result<Option<RawWait>, ()> {
 /// Reads every live slot without blocking any thread (see the module docs for the three
 /// passes and what "stable" means).
 pub(super) fn read_all() -> Vec<RawThread> {
+    let mut out = read_threads();
+    read_holders(&mut out);
+    mark_stable(&mut out);
+    out
+}
+
+/// Pass 1: identities and wait records.
+fn read_threads() -> Vec<RawThread> {
     let high = HIGH_WATER.load(Ordering::Acquire);
     let mut out = Vec::new();
-    // Pass 1: identities and wait records.
     for index in 0..high {
         let Some(s) = slot_at(index) else { continue };
         let gen = s.gen.load(Ordering::Acquire);
@@ -1076,8 +1083,12 @@ pub(super) fn read_all() -> Vec<RawThread> {
             out.push(raw);
         }
     }
-    // Pass 2: holders, through the armed pointers of each wait.
-    for t in &mut out {
+    out
+}
+
+/// Pass 2: holders, through the armed pointers of each wait.
+fn read_holders(out: &mut [RawThread]) {
+    for t in out.iter_mut() {
         let Some(w) = t.wait.as_mut() else { continue };
         let Some(s) = slot_at(t.slot.index) else {
             continue;
@@ -1090,8 +1101,11 @@ pub(super) fn read_all() -> Vec<RawThread> {
         })
         .flatten();
     }
-    // Pass 3: which waits lasted across every holder read.
-    for t in &mut out {
+}
+
+/// Pass 3: which waits lasted across every holder read.
+fn mark_stable(out: &mut [RawThread]) {
+    for t in out.iter_mut() {
         let Some(w) = t.wait.as_mut() else { continue };
         let Some(s) = slot_at(t.slot.index) else {
             continue;
@@ -1099,7 +1113,6 @@ pub(super) fn read_all() -> Vec<RawThread> {
         w.stable = s.gen.load(Ordering::Acquire) == t.slot.generation
             && s.seq.load(Ordering::Acquire) == w.token.0;
     }
-    out
 }
 
 #[cfg(test)]
@@ -1208,6 +1221,39 @@ mod tests {
             assert!(unregister_current_thread());
             assert_eq!(current_slot(), None);
             assert!(live_slot(me).is_none());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn stable_only_if_the_same_wait_spans_the_holder_reads() {
+        std::thread::spawn(|| {
+            let me = register_current_thread().unwrap();
+            let holder = Holder::new();
+            holder.set(me);
+            let find = |v: &[RawThread]| v.iter().position(|t| t.slot == me).unwrap();
+            let g = WaitGuard::begin(WaitFor::Lock(LockId(1)), None, false);
+            g.armed(Some(HeldBy::Holder(&holder)), None, || {
+                let mut v = read_threads();
+                let i = find(&v);
+                read_holders(&mut v);
+                mark_stable(&mut v);
+                let w = v[i].wait.as_ref().unwrap();
+                assert!(w.stable);
+                assert!(matches!(w.holder, Some(HolderRead::Word(x)) if me.matches_packed(x)));
+            });
+            // Read, then the thread moves to another wait before pass 3.
+            let mut v = read_threads();
+            let i = find(&v);
+            drop(g);
+            let _g2 = WaitGuard::begin(WaitFor::Lock(LockId(1)), None, false);
+            read_holders(&mut v);
+            mark_stable(&mut v);
+            let w = v[i].wait.as_ref().unwrap();
+            assert!(!w.stable);
+            // Not armed: no holder either.
+            assert!(w.holder.is_none());
         })
         .join()
         .unwrap();
