@@ -81,8 +81,17 @@
 //! thread of a cycle is stable, each holder read happened while all of them were blocked, and a
 //! blocked thread does not release what it holds: at the end of pass 2 they all still waited
 //! for each other. Locks that another thread might release are exactly the signals, which are
-//! never certain. A watchdog that wants more margin compares [`Cycle::waits`] across two
-//! snapshots.
+//! never certain. A watchdog that wants more margin acts on
+//! [`Snapshot::confirmed_cycles`]: certain in two snapshots, with the very same waits.
+//!
+//! The limit of this: a plain lock is taken for a mutex until a release by another thread
+//! shows it is a signal. A lock used as a signal for the first time, whose waiter is not its
+//! holder (thread 1 takes it, thread 3 will release it, thread 2 waits for it), can make a
+//! cycle look certain when thread 3 could still break it. The binding should therefore mark
+//! the locks it knows to be signals with [`Holder::mark_signal`] (a `threading.Condition`'s
+//! waiter locks are the common case, and are caught anyway because their holder waits on
+//! them), and the watchdog should only "raise" on cycles confirmed over an interval long
+//! enough for such a release to have happened.
 //!
 //! # What is torn-tolerant
 //!
