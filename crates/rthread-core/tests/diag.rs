@@ -20,6 +20,37 @@ use rthread_core::diag::{
 use rthread_core::wait::{DefaultWait, Wait};
 use rthread_core::Acquire;
 
+/// Counts each thread's heap allocations, so a test can check that the wait path allocates
+/// nothing once the thread is registered.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so this
+// allocator upholds exactly `System`'s guarantees; the counter is a const-initialised
+// thread-local without a destructor, which never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller's obligations for `alloc` are passed on unchanged.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` was allocated by `System` (through `alloc` above) with `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(std::cell::Cell::get)
+}
+
 /// Takes snapshots until `pred` holds (bounded by [`HANG`]).
 fn snapshot_until(what: &str, mut pred: impl FnMut(&Snapshot) -> bool) -> Snapshot {
     let start = Instant::now();
@@ -717,4 +748,44 @@ fn after_fork_child_keeps_only_the_forking_thread() {
     assert!(snapshot().thread(other_slot).is_some());
     drop(stop_tx);
     join_within(other, HANG);
+}
+
+#[test]
+fn contended_acquire_allocates_nothing_after_registration() {
+    let lock = Arc::new(TrackedLock::new());
+    let (slot_tx, slot_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (count_tx, count_rx) = mpsc::channel();
+    let l2 = Arc::clone(&lock);
+    let waiter = std::thread::spawn(move || {
+        slot_tx.send(register_current_thread().unwrap()).unwrap();
+        for _ in 0..2 {
+            go_rx.recv_timeout(HANG).unwrap();
+            let before = allocations();
+            // The main thread holds the lock: this is the slow path, with a wait record,
+            // an armed holder word and sliced sleeps.
+            l2.acquire().unwrap();
+            let during = allocations() - before;
+            l2.release().unwrap();
+            count_tx.send(during).unwrap();
+        }
+    });
+    let slot = slot_rx.recv_timeout(HANG).unwrap();
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        lock.acquire().unwrap();
+        go_tx.send(()).unwrap();
+        let me = diag::current_slot().unwrap();
+        snapshot_until("the waiter blocked", |s| {
+            s.thread(slot)
+                .and_then(|t| t.wait.as_ref())
+                .is_some_and(|w| w.holder == Some(me))
+        });
+        lock.release().unwrap();
+        counts.push(count_rx.recv_timeout(HANG).unwrap());
+    }
+    join_within(waiter, HANG);
+    // The first round may intern this call site (diagnostic mode, turned on by another test);
+    // the second must not allocate at all.
+    assert_eq!(counts[1], 0, "{counts:?}");
 }
