@@ -7,6 +7,7 @@
 //! - [`Deadline`]: absolute `CLOCK_MONOTONIC` deadlines, and CPython's [`TIMEOUT_MAX`].
 //! - [`wait`]: the small wait/wake API the locks sleep on, with a futex backend (Linux) and a
 //!   portable one.
+//! - [`diag`]: who holds what and who waits for whom: wait-for cycles and deadlock reports.
 //! - [`thread`]: thread idents, native ids, stack-size rules, OS thread names, and raw
 //!   `pthread_create` with CPython's default stack size.
 //!
@@ -59,6 +60,7 @@
 //! ```
 
 pub mod deadline;
+pub mod diag;
 pub mod event;
 pub mod lock;
 pub mod rlock;
