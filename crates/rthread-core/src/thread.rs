@@ -25,6 +25,11 @@ use std::io;
 /// The smallest nonzero stack size accepted, as CPython's `THREAD_STACK_MIN` (32 KiB).
 pub const STACK_SIZE_MIN: usize = 0x8000;
 
+/// The smallest nonzero stack size CPython 3.14+ accepts (release builds): three times the
+/// interpreter's 2048-pointer stack-overflow margin, plus one page (53 248 bytes on 64-bit).
+/// Sizes below it are refused before the platform is asked.
+pub const STACK_SIZE_MIN_PY314: usize = 3 * 2048 * core::mem::size_of::<*const ()>() + 4096;
+
 /// The longest OS thread name, in bytes, without the trailing NUL (Linux's limit).
 pub const NAME_MAXLEN: usize = 15;
 

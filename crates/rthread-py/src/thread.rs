@@ -259,6 +259,18 @@ pub unsafe extern "C-unwind" fn stack_size(_: *mut PyObject, args: *mut PyObject
         {
             return ptr::null_mut();
         }
+        // 3.14+ first refuses anything non-zero below its own minimum,
+        // negative sizes included, with one message.
+        #[cfg(Py_3_14)]
+        if size != 0 && size < thread::STACK_SIZE_MIN_PY314 as Py_ssize_t {
+            return errors::raise_string(
+                ffi::PyExc_ValueError,
+                &format!(
+                    "size must be at least {} bytes",
+                    thread::STACK_SIZE_MIN_PY314
+                ),
+            );
+        }
         match thread::check_stack_size(size) {
             Ok(size) => ffi::PyLong_FromSize_t(thread::set_stack_size(size)),
             Err(StackSizeError::Negative) => errors::value_error(errors::STACK_SIZE_NEGATIVE),
