@@ -13,6 +13,9 @@
 //!   callbacks, and during module teardown).
 //! - 3.13: `PythonFinalizationError` once the runtime is finalizing
 //!   (`Py_IsFinalizing()`: after the atexit callbacks, as the built-in).
+//! - 3.14+: the same, and joining a thread that has not finished raises
+//!   `PythonFinalizationError` too ([`refuse_join`]) instead of waiting for a
+//!   thread that can no longer run.
 //!
 //! rthread only loads in the main interpreter, whose state lives as long
 //! as the process.
@@ -140,6 +143,24 @@ pub unsafe fn refuse_new_thread() -> bool {
     unsafe {
         if imp::shutting_down() {
             crate::errors::raise(imp::exception(), crate::errors::THREAD_AT_SHUTDOWN);
+            return true;
+        }
+    }
+    false
+}
+
+/// 3.14+: once the runtime is finalizing, other threads can no longer run
+/// Python code to finish, so joining one that has not finished would wait
+/// forever; raises the built-in's error and returns true then.
+///
+/// # Safety
+/// The GIL is held.
+#[cfg(Py_3_14)]
+pub unsafe fn refuse_join() -> bool {
+    // SAFETY: GIL held (caller).
+    unsafe {
+        if imp::shutting_down() {
+            crate::errors::raise(imp::exception(), crate::errors::JOIN_AT_SHUTDOWN);
             return true;
         }
     }
