@@ -100,6 +100,8 @@ const FUNCTIONS_LIST: &[MethodDef] = &[
     MethodDef::noargs(c"get_native_id", thread::get_native_id, NATIVE_ID_DOC),
     MethodDef::noargs(c"_count", thread::count, COUNT_DOC),
     MethodDef::varargs(c"stack_size", thread::stack_size, STACK_DOC),
+    name::SET_NAME,
+    name::GET_NAME,
     #[cfg(not(Py_3_13))]
     MethodDef::noargs(
         c"_set_sentinel",
