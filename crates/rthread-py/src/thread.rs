@@ -23,6 +23,8 @@ use crate::errors;
 use crate::finalizing;
 use crate::gil;
 use crate::handle::{self, Handle};
+#[cfg(not(Py_3_14))]
+use crate::name;
 
 /// Threads started here that are running their callable (`_count()`).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -37,6 +39,10 @@ struct Boot {
     /// From `Arc::into_raw`, or NULL for threads nobody joins
     /// (`start_new_thread`).
     handle: *const Handle,
+    /// The OS name for a `threading.Thread` (before 3.14, whose `threading`
+    /// names its threads itself through `set_name`).
+    #[cfg(not(Py_3_14))]
+    name: Option<name::EncodedName>,
 }
 
 /// The new thread's entry point.
@@ -59,11 +65,35 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
             args,
             kwargs,
             handle,
+            #[cfg(not(Py_3_14))]
+            name,
         } = *Box::from_raw(arg.cast::<Boot>());
         if !handle.is_null() {
             (*handle).set_ident(thread::current_ident());
         }
+        // Named before any Python code of the thread runs; a refusal by the
+        // OS is no reason to fail the thread.
+        #[cfg(not(Py_3_14))]
+        if let Some(name) = name {
+            let _ = thread::set_current_name_bytes(name.as_bytes());
+        }
+        // 3.14+ parks a thread that attaches during finalization forever
+        // (and a fresh thread state may even attach then on 3.14): like the
+        // built-in, a thread whose OS thread starts that late never runs its
+        // function. Its references are left alone (taking the GIL to drop
+        // them is what must not happen), and its handle reads done.
+        #[cfg(Py_3_14)]
+        if ffi::Py_IsFinalizing() != 0 {
+            abandon(handle);
+            return ptr::null_mut();
+        }
         let gstate = capi::PyGILState_Ensure();
+        #[cfg(Py_3_14)]
+        if ffi::Py_IsFinalizing() != 0 {
+            capi::PyGILState_Release(gstate);
+            abandon(handle);
+            return ptr::null_mut();
+        }
         gil::held();
         RUNNING.fetch_add(1, Ordering::Relaxed);
         let result = capi::PyObject_Call(func, args, kwargs);
@@ -88,6 +118,19 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
         }
     }
     ptr::null_mut()
+}
+
+/// The end of a thread that never ran because finalization had begun: no
+/// Python object is touched; joiners are woken.
+///
+/// # Safety
+/// `handle` is NULL or an `Arc::into_raw` pointer owned by the caller.
+#[cfg(Py_3_14)]
+unsafe fn abandon(handle: *const Handle) {
+    if !handle.is_null() {
+        // SAFETY: the thread's own count of the handle, released once.
+        unsafe { Arc::from_raw(handle).set_done() };
+    }
 }
 
 /// SystemExit ends the thread quietly; anything else goes to
@@ -194,6 +237,8 @@ unsafe fn spawn(
             args,
             kwargs,
             handle,
+            #[cfg(not(Py_3_14))]
+            name: name::bootstrap_name(func),
         }));
         match thread::spawn_raw(thread::stack_size(), thread_main, boot.cast()) {
             Ok(ident) => Some(ident),
@@ -203,6 +248,7 @@ unsafe fn spawn(
                     args,
                     kwargs,
                     handle,
+                    ..
                 } = *Box::from_raw(boot);
                 if !handle.is_null() {
                     drop(Arc::from_raw(handle));
