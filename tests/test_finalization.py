@@ -144,10 +144,13 @@ def spin():
         sum(range(100))
 
 def late():
-    for _ in range(8):
-        _thread.start_new_thread(spin, ())
-        if hasattr(_thread, "start_joinable_thread"):
-            _thread.start_joinable_thread(spin, daemon=True)
+    try:
+        for _ in range(8):
+            _thread.start_new_thread(spin, ())
+            if hasattr(_thread, "start_joinable_thread"):
+                _thread.start_joinable_thread(spin, daemon=True)
+    except RuntimeError:  # 3.12 refuses new threads from atexit on
+        pass
 
 atexit.register(late)
 for _ in range(8):

@@ -166,3 +166,25 @@ pub unsafe fn refuse_join() -> bool {
     }
     false
 }
+
+/// Whether the runtime is finalizing, readable without the GIL (an atomic
+/// read of the runtime state in every supported version): for a new thread
+/// deciding whether it may still enter Python at all.
+#[inline]
+pub fn runtime_finalizing() -> bool {
+    #[cfg(Py_3_13)]
+    // SAFETY: an atomic read of the runtime's finalizing thread pointer; no
+    // thread state or GIL needed.
+    unsafe {
+        pyo3::ffi::Py_IsFinalizing() != 0
+    }
+    #[cfg(not(Py_3_13))]
+    {
+        extern "C" {
+            fn _Py_IsFinalizing() -> std::ffi::c_int;
+        }
+        // SAFETY: exported by 3.9 - 3.12; an atomic read of the runtime's
+        // finalizing pointer, no thread state or GIL needed.
+        unsafe { _Py_IsFinalizing() != 0 }
+    }
+}
