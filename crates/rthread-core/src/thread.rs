@@ -281,10 +281,11 @@ pub fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<u64> {
     r
 }
 
-/// Sets the calling thread's OS-visible name (`pthread_setname_np`), as Python 3.14's
-/// `_thread.set_name`.
+/// Sets the calling thread's OS-visible name (`pthread_setname_np`), for Rust callers.
 ///
-/// The name is truncated to [`NAME_MAXLEN`] bytes on a UTF-8 character boundary.
+/// The name is truncated to [`NAME_MAXLEN`] bytes on a UTF-8 character boundary. (Python
+/// 3.14's `_thread.set_name` cuts at the byte limit even inside a character; the binding
+/// follows it through [`set_current_name_bytes`].)
 ///
 /// # Errors
 ///
