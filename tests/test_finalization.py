@@ -128,3 +128,106 @@ def test_exit_with_daemon_threads_inside_python():
 def test_exit_with_threading_on_rthread_joins_non_daemon_threads():
     results = _run_many(THREADING_PROGRAM)
     assert all(r[1].endswith("non-daemon thread finished\n") for r in results)
+
+
+# Threads whose OS thread only begins while the interpreter finalizes: started
+# by an atexit callback (still allowed then) and at the very end of the script.
+# On 3.14+ such a thread must not enter Python (it would be parked forever, or
+# on 3.14 even run during finalization); before, it is ended like any daemon
+# thread. Either way the exit is clean.
+LATE_START_PROGRAM = r"""
+import atexit
+import rthread as _thread
+
+def spin():
+    while True:
+        sum(range(100))
+
+def late():
+    try:
+        for _ in range(8):
+            _thread.start_new_thread(spin, ())
+            if hasattr(_thread, "start_joinable_thread"):
+                _thread.start_joinable_thread(spin, daemon=True)
+    except RuntimeError:  # 3.12 refuses new threads from atexit on
+        pass
+
+atexit.register(late)
+for _ in range(8):
+    _thread.start_new_thread(spin, ())
+print("exiting while threads start")
+"""
+
+
+def test_exit_while_threads_start():
+    results = _run_many(LATE_START_PROGRAM)
+    assert all("exiting while threads start" in r[1] for r in results)
+
+
+# What the module's functions do when called from a __del__ that runs while
+# the runtime finalizes, on both modules (the outputs must be identical).
+# Joining a still running thread there blocks forever before 3.14, so it is
+# only tried from 3.14 on.
+FINALIZING_PROGRAM = r"""
+import os, sys
+if sys.argv[1] == "rthread":
+    import rthread
+    M = rthread._rthread
+else:
+    import _thread as M
+
+JOINABLE = hasattr(M, "start_joinable_thread")
+ev = M.allocate_lock()
+ev.acquire()
+if JOINABLE:
+    # ev.acquire, not a lambda: a function would keep __main__'s globals
+    # (and so this object) alive through the running thread.
+    running = M.start_joinable_thread(ev.acquire, daemon=True)
+    finished = M.start_joinable_thread(int, daemon=True)
+    finished.join()
+
+def attempt(label, call):
+    try:
+        text = repr(call())
+    except BaseException as exc:
+        text = f"{type(exc).__name__}: {exc}"
+    os.write(1, f"{label}: {text}\n".encode())
+
+class AtExit:
+    def __del__(self):
+        attempt("start_new_thread", lambda: M.start_new_thread(int, ()))
+        if not JOINABLE:
+            return
+        attempt("start_joinable_thread", lambda: M.start_joinable_thread(int))
+        attempt("finished.join()", lambda: finished.join())
+        attempt("finished.join(0.1)", lambda: finished.join(0.1))
+        attempt("unstarted.join()", lambda: M._ThreadHandle().join())
+        attempt("own.join()", lambda: M._make_thread_handle(M.get_ident()).join())
+        attempt("running.is_done()", lambda: running.is_done())
+        attempt("running.join('x')", lambda: running.join("x"))
+        attempt("_shutdown()", lambda: M._shutdown())
+        if sys.version_info >= (3, 14):
+            attempt("running.join()", lambda: running.join())
+            attempt("running.join(0)", lambda: running.join(0))
+            attempt("running.join(0.01)", lambda: running.join(0.01))
+            attempt("running.join(None)", lambda: running.join(None))
+            attempt("other.join(0)", lambda: M._make_thread_handle(12345).join(0))
+
+keep = AtExit()
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the built-in refuses nothing at shutdown before 3.12")
+def test_calls_during_finalization_match_the_builtin():
+    outputs = {}
+    for mod in ("_thread", "rthread"):
+        proc = subprocess.run(
+            [sys.executable, "-c", FINALIZING_PROGRAM, mod],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0 and not proc.stderr, (mod, proc.returncode, proc.stderr)
+        outputs[mod] = proc.stdout
+    assert "start_new_thread: " in outputs["_thread"]
+    assert outputs["rthread"] == outputs["_thread"]

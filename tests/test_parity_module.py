@@ -83,6 +83,45 @@ def test_constants():
         assert NATIVE.lock is NATIVE.LockType
 
 
+class _Index:
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+class _Float:
+    def __float__(self):
+        return 0.01
+
+
+def _done_handle(m):
+    handle = m._make_thread_handle(5)
+    handle._set_done()
+    return handle
+
+
+# Timeouts _ThreadHandle.join converts like Lock.acquire (the accepted types and
+# messages changed in 3.14 and 3.15).
+JOIN_TIMEOUTS = {
+    "Decimal": lambda: __import__("decimal").Decimal(1),
+    "Fraction": lambda: __import__("fractions").Fraction(1, 2),
+    "float-obj": _Float,
+    "index-obj": lambda: _Index(0),
+    "1e100": lambda: 1e100,
+    "TIMEOUT_MAX+1": lambda: NATIVE.TIMEOUT_MAX + 1,
+    "2**63": lambda: 2**63,
+    "9223372037": lambda: 9223372037,
+    "nan": lambda: float("nan"),
+    "-1": lambda: -1,
+    "-2.5": lambda: -2.5,
+    "1.5": lambda: 1.5,
+    "True": lambda: True,
+    "bytes": lambda: b"1",
+}
+
+
 def _bad(fn):
     return lambda m: fn(m)
 
@@ -113,6 +152,11 @@ CALLS = {
     "stack_size(1, 2)": lambda m: m.stack_size(1, 2),
     "stack_size-sequence": lambda m: (m.stack_size(), m.stack_size(32768), m.stack_size(32769), m.stack_size(65536), m.stack_size(0), m.stack_size()),
     "stack_size(True)": lambda m: (m.stack_size(True), m.stack_size(0)),
+    "stack_size(-2**63)": lambda m: m.stack_size(-(2**63)),
+    "stack_size(32768)": lambda m: (m.stack_size(32768), m.stack_size(0)),
+    "stack_size(53247)": lambda m: (m.stack_size(53247), m.stack_size(0)),
+    "stack_size(53248)": lambda m: (m.stack_size(53248), m.stack_size(0)),
+    "stack_size(index)": lambda m: (m.stack_size(_Index(65536)), m.stack_size(0)),
     "start_new_thread()": lambda m: m.start_new_thread(),
     "start_new_thread(f)": lambda m: m.start_new_thread(print),
     "start_new_thread(1, ())": lambda m: m.start_new_thread(1, ()),
@@ -167,6 +211,12 @@ else:
         "_ThreadHandle-subclass": lambda m: type("X", (m._ThreadHandle,), {}),
         "_ThreadHandle-weakref": lambda m: __import__("weakref").ref(m._ThreadHandle()),
         "_ThreadHandle-set-ident": lambda m: setattr(m._ThreadHandle(), "ident", 3),
+        **{
+            f"_ThreadHandle.join({key})": (lambda make: lambda m: _done_handle(m).join(make()))(make)
+            for key, make in JOIN_TIMEOUTS.items()
+        },
+        "_ThreadHandle.join-running(0)": lambda m: m._make_thread_handle(5).join(0),
+        "_ThreadHandle.join-unstarted(Decimal)": lambda m: m._ThreadHandle().join(__import__("decimal").Decimal(1)),
         "start_joinable_thread()": lambda m: m.start_joinable_thread(),
         "start_joinable_thread(1)": lambda m: m.start_joinable_thread(1),
         "start_joinable_thread(f, handle=1)": lambda m: m.start_joinable_thread(print, handle=1),

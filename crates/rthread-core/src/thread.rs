@@ -25,6 +25,11 @@ use std::io;
 /// The smallest nonzero stack size accepted, as CPython's `THREAD_STACK_MIN` (32 KiB).
 pub const STACK_SIZE_MIN: usize = 0x8000;
 
+/// The smallest nonzero stack size CPython 3.14+ accepts (release builds): three times the
+/// interpreter's 2048-pointer stack-overflow margin, plus one page (53 248 bytes on 64-bit).
+/// Sizes below it are refused before the platform is asked.
+pub const STACK_SIZE_MIN_PY314: usize = 3 * 2048 * core::mem::size_of::<*const ()>() + 4096;
+
 /// The longest OS thread name, in bytes, without the trailing NUL (Linux's limit).
 pub const NAME_MAXLEN: usize = 15;
 
@@ -276,10 +281,11 @@ pub fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<u64> {
     r
 }
 
-/// Sets the calling thread's OS-visible name (`pthread_setname_np`), as Python 3.14's
-/// `_thread.set_name`.
+/// Sets the calling thread's OS-visible name (`pthread_setname_np`), for Rust callers.
 ///
-/// The name is truncated to [`NAME_MAXLEN`] bytes on a UTF-8 character boundary.
+/// The name is truncated to [`NAME_MAXLEN`] bytes on a UTF-8 character boundary. (Python
+/// 3.14's `_thread.set_name` cuts at the byte limit even inside a character; the binding
+/// follows it through [`set_current_name_bytes`].)
 ///
 /// # Errors
 ///

@@ -402,3 +402,15 @@ extern "C-unwind" {
     /// Replacing a `sys` attribute may free the old value (running Python code).
     pub fn PySys_SetObject(name: *const c_char, value: *mut PyObject) -> c_int;
 }
+
+// ---------------------------------------------------------------------------
+// Used by `name.rs` (before 3.14): recognising `threading.Thread._bootstrap`
+// bound methods. Neither call runs Python code.
+#[cfg(not(Py_3_14))]
+extern "C" {
+    pub static mut PyMethod_Type: ffi::PyTypeObject;
+    /// Borrowed reference to the function of a bound method.
+    pub fn PyMethod_Function(method: *mut PyObject) -> *mut PyObject;
+    /// Borrowed reference to the instance of a bound method.
+    pub fn PyMethod_Self(method: *mut PyObject) -> *mut PyObject;
+}

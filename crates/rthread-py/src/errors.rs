@@ -30,6 +30,9 @@ pub const CANT_START_THREAD: &CStr = c"can't start new thread";
 /// A thread start once the interpreter is shutting down (3.12+).
 #[cfg(Py_3_12)]
 pub const THREAD_AT_SHUTDOWN: &CStr = c"can't create new thread at interpreter shutdown";
+/// Joining a thread that has not finished once the runtime is finalizing (3.14+).
+#[cfg(Py_3_14)]
+pub const JOIN_AT_SHUTDOWN: &CStr = c"cannot join thread at interpreter shutdown";
 /// Thread handles (3.13).
 #[cfg(Py_3_13)]
 pub const THREAD_NOT_STARTED: &CStr = c"thread not started";

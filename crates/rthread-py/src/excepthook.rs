@@ -402,8 +402,23 @@ unsafe fn print_with_traceback_module(value: *mut PyObject) -> bool {
     }
 }
 
+/// The text signature names the one argument: as a tuple of its fields up to
+/// 3.13, plainly `args` from 3.14 on (as the built-in of each version).
+#[cfg(not(Py_3_14))]
+macro_rules! excepthook_signature {
+    () => {
+        "_excepthook($module, (exc_type, exc_value, exc_traceback, thread), /)"
+    };
+}
+#[cfg(Py_3_14)]
+macro_rules! excepthook_signature {
+    () => {
+        "_excepthook($module, args, /)"
+    };
+}
+
 const EXCEPTHOOK_DOC: &std::ffi::CStr = capi::docstring!(
-    "_excepthook($module, (exc_type, exc_value, exc_traceback, thread), /)",
+    excepthook_signature!(),
     "The default threading.excepthook: report an exception a thread did not\n\
 catch. args is an _ExceptHookArgs. Unless the exception is SystemExit, write\n\
 \"Exception in thread NAME:\" and the exception's report to sys.stderr (or,\n\

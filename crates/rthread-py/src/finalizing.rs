@@ -13,6 +13,9 @@
 //!   callbacks, and during module teardown).
 //! - 3.13: `PythonFinalizationError` once the runtime is finalizing
 //!   (`Py_IsFinalizing()`: after the atexit callbacks, as the built-in).
+//! - 3.14+: the same, and joining a thread that has not finished raises
+//!   `PythonFinalizationError` too ([`refuse_join`]) instead of waiting for a
+//!   thread that can no longer run.
 //!
 //! rthread only loads in the main interpreter, whose state lives as long
 //! as the process.
@@ -144,4 +147,44 @@ pub unsafe fn refuse_new_thread() -> bool {
         }
     }
     false
+}
+
+/// 3.14+: once the runtime is finalizing, other threads can no longer run
+/// Python code to finish, so joining one that has not finished would wait
+/// forever; raises the built-in's error and returns true then.
+///
+/// # Safety
+/// The GIL is held.
+#[cfg(Py_3_14)]
+pub unsafe fn refuse_join() -> bool {
+    // SAFETY: GIL held (caller).
+    unsafe {
+        if imp::shutting_down() {
+            crate::errors::raise(imp::exception(), crate::errors::JOIN_AT_SHUTDOWN);
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the runtime is finalizing, readable without the GIL (an atomic
+/// read of the runtime state in every supported version): for a new thread
+/// deciding whether it may still enter Python at all.
+#[inline]
+pub fn runtime_finalizing() -> bool {
+    #[cfg(Py_3_13)]
+    // SAFETY: an atomic read of the runtime's finalizing thread pointer; no
+    // thread state or GIL needed.
+    unsafe {
+        pyo3::ffi::Py_IsFinalizing() != 0
+    }
+    #[cfg(not(Py_3_13))]
+    {
+        extern "C" {
+            fn _Py_IsFinalizing() -> std::ffi::c_int;
+        }
+        // SAFETY: exported by 3.9 - 3.12; an atomic read of the runtime's
+        // finalizing pointer, no thread state or GIL needed.
+        unsafe { _Py_IsFinalizing() != 0 }
+    }
 }

@@ -312,6 +312,10 @@ mod py {
             if !check_joinable(handle) {
                 return ptr::null_mut();
             }
+            #[cfg(Py_3_14)]
+            if !handle.is_done() && crate::finalizing::refuse_join() {
+                return ptr::null_mut();
+            }
             match acquire::acquire_with(wait, || handle.is_done(), |d| handle.wait_until(d)) {
                 Outcome::Error => ptr::null_mut(),
                 Outcome::Acquired | Outcome::NotAcquired => capi::none(),

@@ -25,7 +25,10 @@ mod thread;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// Free-threaded builds: nothing here has been shown to be safe without the
+// GIL (the C-API entry points assume it serialises them), so the module asks
+// the interpreter to keep the GIL on rather than let PyO3 declare it unused.
+#[pymodule(gil_used = true)]
 fn _rthread(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // PyO3 builds the module with multi-phase init, so CPython would run this
     // again in every subinterpreter; but rthread's types, hooks and thread

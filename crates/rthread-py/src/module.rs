@@ -67,10 +67,18 @@ const NATIVE_ID_DOC: &CStr = docstring!(
     "get_native_id($module, /)",
     "The operating system's id of the calling thread (the kernel TID on Linux)."
 );
+#[cfg(not(Py_3_14))]
 const STACK_DOC: &CStr = docstring!(
     "stack_size($module, size=0, /)",
     "Return the stack size used for new threads and set it to size (0 when not\n\
 given: the platform default). A non-zero size must be at least 32768 bytes."
+);
+#[cfg(Py_3_14)]
+const STACK_DOC: &CStr = docstring!(
+    "stack_size($module, size=0, /)",
+    "Return the stack size used for new threads and set it to size (0 when not\n\
+given: the platform default). A non-zero size must be at least 53248 bytes\n\
+(on 64-bit platforms), room for the interpreter's stack-overflow margin."
 );
 const COUNT_DOC: &CStr = docstring!(
     "_count($module, /)",
@@ -92,6 +100,8 @@ const FUNCTIONS_LIST: &[MethodDef] = &[
     MethodDef::noargs(c"get_native_id", thread::get_native_id, NATIVE_ID_DOC),
     MethodDef::noargs(c"_count", thread::count, COUNT_DOC),
     MethodDef::varargs(c"stack_size", thread::stack_size, STACK_DOC),
+    name::SET_NAME,
+    name::GET_NAME,
     #[cfg(not(Py_3_13))]
     MethodDef::noargs(
         c"_set_sentinel",
