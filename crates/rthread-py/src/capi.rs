@@ -402,3 +402,13 @@ extern "C-unwind" {
     /// Replacing a `sys` attribute may free the old value (running Python code).
     pub fn PySys_SetObject(name: *const c_char, value: *mut PyObject) -> c_int;
 }
+
+// ---------------------------------------------------------------------------
+// Used by `rlock.rs`: from 3.15 on `RLock._acquire_restore` takes its state as
+// its one (METH_O) argument. Converting the items may call `__index__`, hence
+// `"C-unwind"`.
+
+#[cfg(Py_3_15)]
+extern "C-unwind" {
+    pub fn PyArg_Parse(arg: *mut PyObject, format: *const c_char, ...) -> c_int;
+}
