@@ -5,6 +5,9 @@ import decimal
 import gc
 import fractions
 import pickle
+import subprocess
+import sys
+import textwrap
 import weakref
 
 import pytest
@@ -524,3 +527,81 @@ def test_rlock_subclass_cycle_is_collected(either):
     cls, obj = make()
     gc.collect()
     assert cls() is None and obj() is None
+
+
+# Run in a child process: a daemon thread holds the lock while the
+# interpreter finalizes, and an object collected during finalization tries to
+# take it. The blocking forms are only tried where the timed one did not
+# simply wait (a module that lets them wait would hang there).
+_FINALIZATION_SCRIPT = textwrap.dedent(
+    """
+    import atexit, sys, threading, time
+    import rthread
+
+    mod = rthread if sys.argv[2] == "rthread" else rthread._builtin_thread()
+    new = mod.RLock if sys.argv[1] == "RLock" else mod.allocate_lock
+    lock, free = new(), new()
+    started = threading.Event()
+
+    def hold():
+        lock.acquire()
+        started.set()
+        while True:
+            time.sleep(1)
+
+    def outcome(call):
+        try:
+            return ("ok", call())
+        except BaseException as exc:
+            return ("raise", type(exc).__name__, str(exc))
+
+    def at_exit():
+        # Before finalization proper: an ordinary timed wait.
+        print("atexit", outcome(lambda: lock.acquire(timeout=0.05)), flush=True)
+
+    atexit.register(at_exit)
+
+    class Cycle:
+        def __init__(self):
+            self.self_ref = self
+            threading.Thread(target=hold, daemon=True).start()
+            started.wait()
+
+        def __del__(self):
+            report = [
+                sys.is_finalizing(),
+                outcome(lambda: lock.acquire(False)),
+                outcome(lambda: lock.acquire(timeout=0)),
+            ]
+            timed = outcome(lambda: lock.acquire(timeout=0.05))
+            report.append(timed)
+            if timed[0] == "raise":
+                report += [
+                    outcome(lock.acquire),
+                    outcome(lambda: lock.acquire(True, -1)),
+                    outcome(lock.__enter__),
+                ]
+            # A free lock is still taken; taking it again waits (lock) or
+            # re-enters (RLock).
+            report += [outcome(free.acquire), outcome(lambda: free.acquire(timeout=0.05))]
+            print("del", report, flush=True)
+
+    Cycle()
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["lock", "RLock"])
+def test_acquire_during_finalization(kind):
+    def run(which):
+        proc = subprocess.run(
+            [sys.executable, "-c", _FINALIZATION_SCRIPT, kind, which],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return proc.returncode, proc.stdout
+
+    expected = run("builtin")
+    assert "atexit" in expected[1]
+    assert run("rthread") == expected

@@ -303,11 +303,29 @@ pub unsafe fn acquire_with(
     unsafe { block_without_gil(deadline, block) }
 }
 
+/// A lock that would have to be waited for while the interpreter finalizes
+/// (3.15+): the thread that could release it can no longer run Python, so
+/// the built-in raises at once instead of hanging.
+#[cfg(Py_3_15)]
+const ACQUIRE_AT_FINALIZATION: &CStr = c"cannot acquire lock at interpreter finalization";
+
 #[cold]
 unsafe fn block_without_gil(
     deadline: Option<Deadline>,
     block: impl Fn(Option<Deadline>) -> Acquire,
 ) -> Outcome {
+    // From 3.15 on, a wait that starts once the runtime is finalizing (after
+    // the atexit callbacks; only the finalizing thread still runs Python
+    // then) fails instead of blocking: nobody could release the lock.
+    #[cfg(Py_3_15)]
+    // SAFETY: the GIL is held (caller); the exception type is initialised at
+    // start-up and read by value.
+    unsafe {
+        if ffi::Py_IsFinalizing() != 0 {
+            errors::raise(capi::PyExc_PythonFinalizationError, ACQUIRE_AT_FINALIZATION);
+            return Outcome::Error;
+        }
+    }
     loop {
         // SAFETY:
         // - the GIL is held here (caller), so it may be released, and it is

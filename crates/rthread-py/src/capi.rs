@@ -412,3 +412,10 @@ extern "C-unwind" {
 extern "C-unwind" {
     pub fn PyArg_Parse(arg: *mut PyObject, format: *const c_char, ...) -> c_int;
 }
+
+// Used by `acquire.rs` (3.15): a lock wait that would start during
+// finalization raises this.
+#[cfg(Py_3_15)]
+extern "C" {
+    pub static mut PyExc_PythonFinalizationError: *mut PyObject;
+}
