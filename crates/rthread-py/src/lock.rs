@@ -228,20 +228,22 @@ unsafe extern "C-unwind" fn new(
     }
 }
 
-/// `__exit__`'s text signature: three named positional parameters from 3.15
-/// on, any positional arguments before.
+/// `__exit__`'s text signature (for the vectorcall `__exit__` of 3.11+):
+/// three named positional parameters from 3.15 on, any positional arguments
+/// before.
 #[cfg(Py_3_15)]
 macro_rules! exit_signature {
     () => {
         "__exit__($self, exc_type, exc_value, exc_tb, /)"
     };
 }
-#[cfg(not(Py_3_15))]
+#[cfg(all(Py_3_11, not(Py_3_15)))]
 macro_rules! exit_signature {
     () => {
         "__exit__($self, /, *exc_info)"
     };
 }
+#[cfg(Py_3_11)]
 pub(crate) use exit_signature;
 
 macro_rules! acquire_doc {
