@@ -183,6 +183,14 @@ impl<W: Wait> RawRLock<W> {
         self.owner.load(Ordering::Relaxed) == me && self.count.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether some thread holds the lock (Python 3.14's `RLock.locked()`). Unlike
+    /// `count() > 0`, this is also true after [`RawRLock::acquire_restore_until`] with a count of
+    /// 0, which leaves the inner lock taken. A snapshot when read from another thread.
+    #[must_use]
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_locked()
+    }
+
     /// The owner's ident, 0 if none. From another thread this is a racy snapshot (for `repr`).
     #[must_use]
     pub fn owner(&self) -> u64 {
@@ -330,6 +338,25 @@ mod tests {
         r.release(5).unwrap();
         r.release(5).unwrap();
         assert_eq!(r.release(5), Err(NotOwner));
+    }
+
+    #[test]
+    fn is_locked_follows_the_inner_lock() {
+        let r = RLock::new();
+        assert!(!r.is_locked());
+        assert!(r.try_acquire(5));
+        assert!(r.try_acquire(5));
+        assert!(r.is_locked());
+        r.release(5).unwrap();
+        assert!(r.is_locked());
+        r.release(5).unwrap();
+        assert!(!r.is_locked());
+        // A restore with count 0 takes the inner lock although nobody holds a level.
+        assert_eq!(r.acquire_restore_until(0, 0, None), Acquire::Acquired);
+        assert!(r.is_locked());
+        assert_eq!(r.count(), 0);
+        r.reinit();
+        assert!(!r.is_locked());
     }
 
     #[test]

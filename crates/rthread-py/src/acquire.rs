@@ -36,11 +36,21 @@ pub enum Wait {
 /// value means "forever"; any other negative timeout is an error.
 const UNSET_TIMEOUT_NS: i64 = -1_000_000_000;
 
-/// `blocking` became a truth value (`p`) in 3.12; before, an int (`i`).
+/// The `PyArg_ParseTupleAndKeywords` format of `acquire`; its name after the
+/// colon is the one argument errors show. `blocking` became a truth value
+/// (`p`) in 3.12; before, an int (`i`).
 #[cfg(Py_3_12)]
-const FORMAT: &CStr = c"|pO:acquire";
+pub const FORMAT: &CStr = c"|pO:acquire";
 #[cfg(not(Py_3_12))]
-const FORMAT: &CStr = c"|iO:acquire";
+pub const FORMAT: &CStr = c"|iO:acquire";
+
+/// The format of `lock.acquire_lock`. Up to 3.14 its argument errors say
+/// `acquire()`, like the method it aliases; from 3.15 on they name
+/// `acquire_lock()` itself.
+#[cfg(Py_3_15)]
+pub const ALIAS_FORMAT: &CStr = c"|pO:acquire_lock";
+#[cfg(not(Py_3_15))]
+pub const ALIAS_FORMAT: &CStr = FORMAT;
 
 static KEYWORDS: Static<[*const c_char; 3]> =
     Static::new([c"blocking".as_ptr(), c"timeout".as_ptr(), ptr::null()]);
@@ -65,6 +75,8 @@ pub fn init(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
 }
 
 /// Parses `acquire`'s vectorcall arguments. `None` means an exception is set.
+/// `format` ([`FORMAT`] or [`ALIAS_FORMAT`]) is only read on the slow path,
+/// for the method name in argument errors.
 ///
 /// # Safety
 /// The GIL must be held; `args`, `nargs`, `kwnames` must be a valid
@@ -74,6 +86,7 @@ pub unsafe fn parse(
     args: *const *mut PyObject,
     nargs: Py_ssize_t,
     kwnames: *mut PyObject,
+    format: &'static CStr,
 ) -> Option<Wait> {
     if nargs == 0 && kwnames.is_null() {
         return Some(Wait::Forever);
@@ -82,7 +95,7 @@ pub unsafe fn parse(
     unsafe {
         match parse_common(args, nargs, kwnames) {
             Some((blocking, timeout)) => from_values(blocking, timeout),
-            None => parse_slow(args, nargs, kwnames),
+            None => parse_slow(args, nargs, kwnames, format),
         }
     }
 }
@@ -148,6 +161,7 @@ unsafe fn parse_slow(
     args: *const *mut PyObject,
     nargs: Py_ssize_t,
     kwnames: *mut PyObject,
+    format: &'static CStr,
 ) -> Option<Wait> {
     // SAFETY:
     // - the GIL is held (caller), so the C-API may be called;
@@ -188,7 +202,7 @@ unsafe fn parse_slow(
         let parsed = capi::PyArg_ParseTupleAndKeywords(
             tuple,
             dict,
-            FORMAT.as_ptr(),
+            format.as_ptr(),
             KEYWORDS.get().cast(),
             &mut blocking as *mut c_int,
             &mut timeout as *mut *mut PyObject,
@@ -294,6 +308,14 @@ unsafe fn block_without_gil(
     deadline: Option<Deadline>,
     block: impl Fn(Option<Deadline>) -> Acquire,
 ) -> Outcome {
+    // From 3.15 on, a wait that starts once the runtime is finalizing (after
+    // the atexit callbacks; only the finalizing thread still runs Python
+    // then) fails instead of blocking: nobody could release the lock.
+    #[cfg(Py_3_15)]
+    // SAFETY: the GIL is held (caller).
+    if unsafe { crate::finalizing::refuse_lock_wait() } {
+        return Outcome::Error;
+    }
     loop {
         // SAFETY:
         // - the GIL is held here (caller), so it may be released, and it is

@@ -414,3 +414,13 @@ extern "C" {
     /// Borrowed reference to the instance of a bound method.
     pub fn PyMethod_Self(method: *mut PyObject) -> *mut PyObject;
 }
+
+// ---------------------------------------------------------------------------
+// Used by `rlock.rs`: from 3.15 on `RLock._acquire_restore` takes its state as
+// its one (METH_O) argument. Converting the items may call `__index__`, hence
+// `"C-unwind"`.
+
+#[cfg(Py_3_15)]
+extern "C-unwind" {
+    pub fn PyArg_Parse(arg: *mut PyObject, format: *const c_char, ...) -> c_int;
+}

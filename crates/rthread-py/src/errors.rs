@@ -33,6 +33,9 @@ pub const THREAD_AT_SHUTDOWN: &CStr = c"can't create new thread at interpreter s
 /// Joining a thread that has not finished once the runtime is finalizing (3.14+).
 #[cfg(Py_3_14)]
 pub const JOIN_AT_SHUTDOWN: &CStr = c"cannot join thread at interpreter shutdown";
+/// A lock wait that would start once the runtime is finalizing (3.15+).
+#[cfg(Py_3_15)]
+pub const ACQUIRE_AT_FINALIZATION: &CStr = c"cannot acquire lock at interpreter finalization";
 /// Thread handles (3.13).
 #[cfg(Py_3_13)]
 pub const THREAD_NOT_STARTED: &CStr = c"thread not started";

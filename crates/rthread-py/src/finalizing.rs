@@ -15,7 +15,8 @@
 //!   (`Py_IsFinalizing()`: after the atexit callbacks, as the built-in).
 //! - 3.14+: the same, and joining a thread that has not finished raises
 //!   `PythonFinalizationError` too ([`refuse_join`]) instead of waiting for a
-//!   thread that can no longer run.
+//!   thread that can no longer run; 3.15+ fails a lock wait the same way
+//!   ([`refuse_lock_wait`]).
 //!
 //! rthread only loads in the main interpreter, whose state lives as long
 //! as the process.
@@ -161,6 +162,25 @@ pub unsafe fn refuse_join() -> bool {
     unsafe {
         if imp::shutting_down() {
             crate::errors::raise(imp::exception(), crate::errors::JOIN_AT_SHUTDOWN);
+            return true;
+        }
+    }
+    false
+}
+
+/// 3.15+: once the runtime is finalizing, a lock wait would never end (the
+/// thread that could release the lock can no longer run Python), so the
+/// built-in fails it at once; raises that error and returns true then. Only
+/// the blocking path asks: a free lock is still taken.
+///
+/// # Safety
+/// The GIL is held.
+#[cfg(Py_3_15)]
+pub unsafe fn refuse_lock_wait() -> bool {
+    // SAFETY: GIL held (caller).
+    unsafe {
+        if imp::shutting_down() {
+            crate::errors::raise(imp::exception(), crate::errors::ACQUIRE_AT_FINALIZATION);
             return true;
         }
     }

@@ -80,11 +80,50 @@ unsafe extern "C-unwind" fn acquire(
 ) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held, `slf` a lock, and a valid
     // vectorcall argument triple.
+    unsafe { acquire_named(slf, args, nargs, kwnames, acquire::FORMAT) }
+}
+
+/// `acquire_lock`: `acquire` under its old name, which argument errors show
+/// from 3.15 on.
+unsafe extern "C-unwind" fn acquire_lock(
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> *mut PyObject {
+    // SAFETY: as `acquire`.
+    unsafe { acquire_named(slf, args, nargs, kwnames, acquire::ALIAS_FORMAT) }
+}
+
+/// # Safety
+/// The GIL must be held, `slf` a lock, and the arguments a valid vectorcall
+/// triple.
+#[inline(always)]
+unsafe fn acquire_named(
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+    format: &'static std::ffi::CStr,
+) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
     unsafe {
-        let lock = lock_of(slf);
-        let Some(wait) = acquire::parse(args, nargs, kwnames) else {
+        let Some(wait) = acquire::parse(args, nargs, kwnames, format) else {
             return ptr::null_mut();
         };
+        acquire_wait(slf, wait)
+    }
+}
+
+/// Takes the lock as `wait` says; True, False, or NULL with an error set.
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[inline(always)]
+unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        let lock = lock_of(slf);
         acquire::to_python(acquire::acquire_with(
             wait,
             || lock.try_acquire(),
@@ -93,16 +132,30 @@ unsafe extern "C-unwind" fn acquire(
     }
 }
 
+/// `__enter__()` from 3.15 on, where it takes no arguments: `acquire()`.
+#[cfg(Py_3_15)]
+unsafe extern "C-unwind" fn enter(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe { acquire_wait(slf, acquire::Wait::Forever) }
+}
+
 #[cfg(Py_3_11)]
-/// `__exit__(*exc_info)`: `release()`, ignoring its positional arguments
-/// (vectorcall, so a `with` block builds no argument tuple).
+/// `__exit__`: `release()`. Up to 3.14 it takes any positional arguments and
+/// ignores them; from 3.15 on exactly three (exc_type, exc_value, exc_tb).
+/// Vectorcall, so a `with` block builds no argument tuple.
 unsafe extern "C-unwind" fn exit(
     slf: *mut PyObject,
     _args: *const *mut PyObject,
     _nargs: Py_ssize_t,
 ) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a lock.
-    unsafe { release(slf, ptr::null_mut()) }
+    unsafe {
+        #[cfg(Py_3_15)]
+        if _nargs != 3 {
+            return pytype::positional_count_error("__exit__", 3, _nargs);
+        }
+        release(slf, ptr::null_mut())
+    }
 }
 
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
@@ -175,6 +228,24 @@ unsafe extern "C-unwind" fn new(
     }
 }
 
+/// `__exit__`'s text signature (for the vectorcall `__exit__` of 3.11+):
+/// three named positional parameters from 3.15 on, any positional arguments
+/// before.
+#[cfg(Py_3_15)]
+macro_rules! exit_signature {
+    () => {
+        "__exit__($self, exc_type, exc_value, exc_tb, /)"
+    };
+}
+#[cfg(all(Py_3_11, not(Py_3_15)))]
+macro_rules! exit_signature {
+    () => {
+        "__exit__($self, /, *exc_info)"
+    };
+}
+#[cfg(Py_3_11)]
+pub(crate) use exit_signature;
+
 macro_rules! acquire_doc {
     ($name:literal) => {
         capi::docstring!(
@@ -187,7 +258,7 @@ the lock was taken. (acquire_lock is an old name of acquire.)"
     };
 }
 const METHODS_LIST: &[MethodDef] = &[
-    MethodDef::fastcall(c"acquire_lock", acquire, acquire_doc!("acquire_lock")),
+    MethodDef::fastcall(c"acquire_lock", acquire_lock, acquire_doc!("acquire_lock")),
     MethodDef::fastcall(c"acquire", acquire, acquire_doc!("acquire")),
     MethodDef::noargs(
         c"release_lock",
@@ -223,12 +294,22 @@ is raised. (release_lock is an old name of release.)"
             "Whether the lock is held by some thread. (locked_lock is an old name.)"
         ),
     ),
+    #[cfg(not(Py_3_15))]
     MethodDef::fastcall(
         c"__enter__",
         acquire,
         capi::method_doc!(
             "__enter__",
             "Take the lock (the `with` statement); same arguments as acquire()."
+        ),
+    ),
+    #[cfg(Py_3_15)]
+    MethodDef::noargs(
+        c"__enter__",
+        enter,
+        capi::method_doc!(
+            "__enter__",
+            "Take the lock, waiting as long as needed (the `with` statement)."
         ),
     ),
     // Vectorcall from 3.11; before, the "takes no keyword arguments" error of
@@ -238,7 +319,7 @@ is raised. (release_lock is an old name of release.)"
         c"__exit__",
         exit,
         capi::docstring!(
-            "__exit__($self, /, *exc_info)",
+            exit_signature!(),
             "Release the lock (the `with` statement)."
         ),
     ),

@@ -92,9 +92,11 @@ pub unsafe fn free_instance(obj: *mut PyObject) {
 /// `subtype_traverse` visits a subclass's, and a static type is not tracked.
 pub const STATIC_TYPES: bool = cfg!(not(Py_3_10));
 
-/// For `tp_new` functions that accept no arguments: raises what CPython's
-/// argument clinic raises (keywords are checked first) and returns false if
-/// any were given.
+/// For `tp_new` functions that accept no arguments: raises what the
+/// built-in's argument clinic code raises and returns false if any were
+/// given. Up to 3.14 keywords are checked first and extra positional
+/// arguments are counted ("lock expected 0 arguments, got 1"); from 3.15 on
+/// positional arguments are checked first, without a count.
 ///
 /// # Safety
 /// The GIL must be held; `args` is a tuple and `kwargs` NULL or a dict.
@@ -103,6 +105,14 @@ pub unsafe fn no_arguments(name: &CStr, args: *mut PyObject, kwargs: *mut PyObje
     // SAFETY: GIL held; `args` is a tuple, `kwargs` NULL or a dict.
     unsafe {
         let name = name.to_string_lossy();
+        let given = ffi::PyTuple_GET_SIZE(args);
+        if cfg!(Py_3_15) && given != 0 {
+            crate::errors::raise_string(
+                ffi::PyExc_TypeError,
+                &format!("{name}() takes no positional arguments"),
+            );
+            return false;
+        }
         if !kwargs.is_null() && ffi::PyDict_Size(kwargs) != 0 {
             crate::errors::raise_string(
                 ffi::PyExc_TypeError,
@@ -110,15 +120,34 @@ pub unsafe fn no_arguments(name: &CStr, args: *mut PyObject, kwargs: *mut PyObje
             );
             return false;
         }
-        let given = ffi::PyTuple_GET_SIZE(args);
         if given != 0 {
-            crate::errors::raise_string(
-                ffi::PyExc_TypeError,
-                &format!("{name} expected 0 arguments, got {given}"),
-            );
+            positional_count_error(&name, 0, given);
             return false;
         }
         true
+    }
+}
+
+/// Raises the TypeError of a call with `given` positional arguments where
+/// exactly `expected` are taken (`__exit__ expected 3 arguments, got 0`, the
+/// argument clinic's wording), and returns NULL.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(Py_3_13)]
+#[cold]
+pub unsafe fn positional_count_error(
+    name: &str,
+    expected: ffi::Py_ssize_t,
+    given: ffi::Py_ssize_t,
+) -> *mut PyObject {
+    let plural = if expected == 1 { "" } else { "s" };
+    // SAFETY: GIL held (caller); PyExc_TypeError is initialised at startup.
+    unsafe {
+        crate::errors::raise_string(
+            ffi::PyExc_TypeError,
+            &format!("{name} expected {expected} argument{plural}, got {given}"),
+        )
     }
 }
 

@@ -4,9 +4,13 @@
 //! the object. Instantiable and subclassable, weak-referenceable, like the
 //! built-in. Owners are CPython thread idents (`get_ident()`), so
 //! `_release_save` / `_acquire_restore` round-trip with `threading.Condition`.
-use std::ffi::{c_ulong, c_void};
+#[cfg(not(Py_3_14))]
+use std::ffi::c_ulong;
+use std::ffi::c_void;
 use std::mem::offset_of;
 use std::ptr;
+#[cfg(Py_3_15)]
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
@@ -16,6 +20,8 @@ use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
 use crate::errors;
 use crate::gil;
+#[cfg(Py_3_11)]
+use crate::lock::exit_signature;
 use crate::pytype;
 
 #[repr(C)]
@@ -24,6 +30,10 @@ pub struct RLockObject {
     rlock: RLock,
     weakreflist: *mut PyObject,
 }
+
+/// The RLock type itself (not a subclass), for `new`'s argument check.
+#[cfg(Py_3_15)]
+static TYPE: AtomicPtr<PyTypeObject> = AtomicPtr::new(ptr::null_mut());
 
 /// The reentrant lock inside an RLock object.
 ///
@@ -36,6 +46,9 @@ unsafe fn rlock_of<'a>(obj: *mut PyObject) -> &'a RLock {
     unsafe { &(*obj.cast::<RLockObject>()).rlock }
 }
 
+/// `RLock()`. Up to 3.14 any arguments are accepted and ignored. From 3.15 on
+/// `RLock` takes none, and neither does a subclass that keeps the inherited
+/// `__init__`; a subclass with its own `__init__` gets its arguments there.
 unsafe extern "C-unwind" fn new(
     tp: *mut PyTypeObject,
     _args: *mut PyObject,
@@ -43,8 +56,22 @@ unsafe extern "C-unwind" fn new(
 ) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `tp` the RLock type or a
     // subclass; tp_alloc returns zeroed memory of at least RLockObject's size,
-    // whose fields are initialised before the object escapes.
+    // whose fields are initialised before the object escapes. `TYPE` is set
+    // at module init, before any instance can be made.
     unsafe {
+        #[cfg(Py_3_15)]
+        {
+            let base = TYPE.load(Ordering::Relaxed);
+            // Both are CPython's own slot functions (object's __init__ or a
+            // subclass's slot wrapper), so their addresses identify them.
+            let same_init = match ((*tp).tp_init, (*base).tp_init) {
+                (Some(a), Some(b)) => ptr::fn_addr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            if (tp == base || same_init) && !pytype::no_arguments(c"RLock", _args, _kwargs) {
+                return ptr::null_mut();
+            }
+        }
         let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
         let obj = alloc(tp, 0);
         if obj.is_null() {
@@ -80,10 +107,22 @@ unsafe extern "C-unwind" fn acquire(
     // SAFETY: called by CPython with the GIL held, `slf` an RLock, and a valid
     // vectorcall argument triple.
     unsafe {
-        let rlock = rlock_of(slf);
-        let Some(wait) = acquire::parse(args, nargs, kwnames) else {
+        let Some(wait) = acquire::parse(args, nargs, kwnames, acquire::FORMAT) else {
             return ptr::null_mut();
         };
+        acquire_wait(slf, wait)
+    }
+}
+
+/// Takes the lock as `wait` says; True, False, or NULL with an error set.
+///
+/// # Safety
+/// The GIL must be held and `slf` an RLock.
+#[inline(always)]
+unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        let rlock = rlock_of(slf);
         let me = thread::current_ident();
         // Only the owner changes the count, so this check cannot race.
         if rlock.is_owned(me) && rlock.count() == u64::MAX {
@@ -97,16 +136,30 @@ unsafe extern "C-unwind" fn acquire(
     }
 }
 
+/// `__enter__()` from 3.15 on, where it takes no arguments: `acquire()`.
+#[cfg(Py_3_15)]
+unsafe extern "C-unwind" fn enter(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock.
+    unsafe { acquire_wait(slf, acquire::Wait::Forever) }
+}
+
 #[cfg(Py_3_11)]
-/// `__exit__(*exc_info)`: `release()`, ignoring its positional arguments
-/// (vectorcall, so a `with` block builds no argument tuple).
+/// `__exit__`: `release()`. Up to 3.14 it takes any positional arguments and
+/// ignores them; from 3.15 on exactly three (exc_type, exc_value, exc_tb).
+/// Vectorcall, so a `with` block builds no argument tuple.
 unsafe extern "C-unwind" fn exit(
     slf: *mut PyObject,
     _args: *const *mut PyObject,
     _nargs: Py_ssize_t,
 ) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a RLock.
-    unsafe { release(slf, ptr::null_mut()) }
+    unsafe {
+        #[cfg(Py_3_15)]
+        if _nargs != 3 {
+            return pytype::positional_count_error("__exit__", 3, _nargs);
+        }
+        release(slf, ptr::null_mut())
+    }
 }
 
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
@@ -121,9 +174,27 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
     }
 }
 
+/// Whether the calling thread owns the lock. From 3.14 on the built-in asks
+/// only whether the caller is the recorded owner, which differs from "owner
+/// with a count above 0" only after `_acquire_restore((0, me))`.
 unsafe extern "C-unwind" fn is_owned(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` an RLock.
-    unsafe { capi::boolean(rlock_of(slf).is_owned(thread::current_ident())) }
+    unsafe {
+        let rlock = rlock_of(slf);
+        let me = thread::current_ident();
+        #[cfg(Py_3_14)]
+        let owned = rlock.owner() == me;
+        #[cfg(not(Py_3_14))]
+        let owned = rlock.is_owned(me);
+        capi::boolean(owned)
+    }
+}
+
+/// `locked()` (3.14+): whether any thread holds the lock.
+#[cfg(Py_3_14)]
+unsafe extern "C-unwind" fn locked(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
+    // SAFETY: called by CPython with the GIL held and `slf` an RLock.
+    unsafe { capi::boolean(rlock_of(slf).is_locked()) }
 }
 
 #[cfg(Py_3_11)]
@@ -134,11 +205,18 @@ unsafe extern "C-unwind" fn recursion_count(slf: *mut PyObject, _: *mut PyObject
     }
 }
 
+/// `_release_save()`. Up to 3.13 any thread may call it while the lock is
+/// held; from 3.14 on only the owner, like `release()`.
 unsafe extern "C-unwind" fn release_save(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` an RLock; the
     // tuple steals the two new integer references.
     unsafe {
-        match rlock_of(slf).release_save() {
+        let rlock = rlock_of(slf);
+        #[cfg(Py_3_14)]
+        if rlock.owner() != thread::current_ident() {
+            return errors::thread_error(errors::RELEASE_UNACQUIRED);
+        }
+        match rlock.release_save() {
             Ok((count, owner)) => {
                 let count = ffi::PyLong_FromUnsignedLongLong(count);
                 let owner = ffi::PyLong_FromUnsignedLongLong(owner);
@@ -157,36 +235,70 @@ unsafe extern "C-unwind" fn release_save(slf: *mut PyObject, _: *mut PyObject) -
     }
 }
 
+/// The `(count, owner)` state `_acquire_restore` was given, or None with an
+/// error set. Up to 3.13 both are C `unsigned long`s (`(kk)`, no `__index__`);
+/// from 3.14 on the count is a `Py_ssize_t` (stored as its two's complement,
+/// as the built-in's `size_t` level does) and the owner an `unsigned long
+/// long`. From 3.15 on `state` is the single METH_O argument, parsed with
+/// `PyArg_Parse`, whose errors say "argument" rather than "argument 1".
+///
+/// # Safety
+/// The GIL must be held; `state` is the argument tuple (before 3.15) or the
+/// argument itself (3.15+).
+unsafe fn parse_state(state: *mut PyObject) -> Option<(u64, u64)> {
+    // SAFETY: GIL held; the out pointers match the format's C types.
+    unsafe {
+        #[cfg(not(Py_3_14))]
+        {
+            let mut count: c_ulong = 0;
+            let mut owner: c_ulong = 0;
+            let parsed = capi::PyArg_ParseTuple(
+                state,
+                c"(kk):_acquire_restore".as_ptr(),
+                &mut count as *mut c_ulong,
+                &mut owner as *mut c_ulong,
+            );
+            (parsed != 0).then_some((count as u64, owner as u64))
+        }
+        #[cfg(Py_3_14)]
+        {
+            let mut count: Py_ssize_t = 0;
+            let mut owner: std::ffi::c_ulonglong = 0;
+            #[cfg(not(Py_3_15))]
+            let parse = capi::PyArg_ParseTuple;
+            #[cfg(Py_3_15)]
+            let parse = capi::PyArg_Parse;
+            let parsed = parse(
+                state,
+                c"(nK):_acquire_restore".as_ptr(),
+                &mut count as *mut Py_ssize_t,
+                &mut owner as *mut std::ffi::c_ulonglong,
+            );
+            (parsed != 0).then_some((count as u64, owner))
+        }
+    }
+}
+
 unsafe extern "C-unwind" fn acquire_restore(
     slf: *mut PyObject,
-    args: *mut PyObject,
+    state: *mut PyObject,
 ) -> *mut PyObject {
-    // SAFETY: called by CPython with the GIL held, `slf` an RLock and `args`
-    // the argument tuple. The GIL is released only around the core wait,
-    // which does not touch Python; nothing with a destructor is alive.
+    // SAFETY: called by CPython with the GIL held, `slf` an RLock and `state`
+    // the argument tuple (METH_VARARGS) or, from 3.15, the argument (METH_O).
+    // The GIL is released only around the core wait, which does not touch
+    // Python; nothing with a destructor is alive.
     unsafe {
         let rlock = rlock_of(slf);
-        let mut count: c_ulong = 0;
-        let mut owner: c_ulong = 0;
-        if capi::PyArg_ParseTuple(
-            args,
-            c"(kk):_acquire_restore".as_ptr(),
-            &mut count as *mut c_ulong,
-            &mut owner as *mut c_ulong,
-        ) == 0
-        {
+        let Some((count, owner)) = parse_state(state) else {
             return ptr::null_mut();
-        }
+        };
         // Like the built-in, this wait is not interruptible: signal handlers
         // run once the caller (threading.Condition.wait) is back in Python.
-        if rlock.acquire_restore_until(
-            count as u64,
-            owner as u64,
-            Some(rthread_core::Deadline::now()),
-        ) != Acquire::Acquired
+        if rlock.acquire_restore_until(count, owner, Some(rthread_core::Deadline::now()))
+            != Acquire::Acquired
         {
             let tstate = gil::save();
-            while rlock.acquire_restore_until_with(count as u64, owner as u64, None, gil::SPIN)
+            while rlock.acquire_restore_until_with(count, owner, None, gil::SPIN)
                 != Acquire::Acquired
             {}
             gil::restore(tstate);
@@ -209,7 +321,13 @@ unsafe extern "C-unwind" fn repr(slf: *mut PyObject) -> *mut PyObject {
     unsafe {
         let rlock = rlock_of(slf);
         let count = rlock.count();
-        let state = if count > 0 { "locked" } else { "unlocked" };
+        // From 3.14 on the built-in says "locked" whenever the inner lock is
+        // taken, also after a restore with count 0.
+        #[cfg(Py_3_14)]
+        let held = rlock.is_locked();
+        #[cfg(not(Py_3_14))]
+        let held = count > 0;
+        let state = if held { "locked" } else { "unlocked" };
         // Up to 3.12 the built-in prints the owner as a signed long.
         #[cfg(not(Py_3_13))]
         let owner = rlock.owner() as i64;
@@ -222,6 +340,12 @@ unsafe extern "C-unwind" fn repr(slf: *mut PyObject) -> *mut PyObject {
         ))
     }
 }
+
+const ACQUIRE_RESTORE_DOC: &std::ffi::CStr = capi::docstring!(
+    "_acquire_restore($self, state, /)",
+    "Take the lock and restore the (count, owner) pair _release_save returned\n\
+(for internal use by threading.Condition)."
+);
 
 const METHODS_LIST: &[MethodDef] = &[
     MethodDef::fastcall(
@@ -243,6 +367,15 @@ then become its owner with a recursion level of one."
 owning thread may release, or RuntimeError is raised."
         ),
     ),
+    #[cfg(Py_3_14)]
+    MethodDef::noargs(
+        c"locked",
+        locked,
+        capi::method_doc!(
+            "locked",
+            "Whether some thread holds the lock right now (any thread, not only the caller)."
+        ),
+    ),
     MethodDef::noargs(
         c"_is_owned",
         is_owned,
@@ -260,15 +393,10 @@ owning thread may release, or RuntimeError is raised."
             "The recursion level if the calling thread owns the lock, else 0 (for internal use)."
         ),
     ),
-    MethodDef::varargs(
-        c"_acquire_restore",
-        acquire_restore,
-        capi::docstring!(
-            "_acquire_restore($self, state, /)",
-            "Take the lock and restore the (count, owner) pair _release_save returned\n\
-(for internal use by threading.Condition)."
-        ),
-    ),
+    #[cfg(not(Py_3_15))]
+    MethodDef::varargs(c"_acquire_restore", acquire_restore, ACQUIRE_RESTORE_DOC),
+    #[cfg(Py_3_15)]
+    MethodDef::onearg(c"_acquire_restore", acquire_restore, ACQUIRE_RESTORE_DOC),
     MethodDef::noargs(
         c"_release_save",
         release_save,
@@ -278,12 +406,22 @@ owning thread may release, or RuntimeError is raised."
 internal use by threading.Condition)."
         ),
     ),
+    #[cfg(not(Py_3_15))]
     MethodDef::fastcall(
         c"__enter__",
         acquire,
         capi::method_doc!(
             "__enter__",
             "Take the lock (the `with` statement); same arguments as acquire()."
+        ),
+    ),
+    #[cfg(Py_3_15)]
+    MethodDef::noargs(
+        c"__enter__",
+        enter,
+        capi::method_doc!(
+            "__enter__",
+            "Take the lock, waiting as long as needed (the `with` statement)."
         ),
     ),
     // Vectorcall from 3.11; before, the "takes no keyword arguments" error of
@@ -293,7 +431,7 @@ internal use by threading.Condition)."
         c"__exit__",
         exit,
         capi::docstring!(
-            "__exit__($self, /, *exc_info)",
+            exit_signature!(),
             "Release one level of the lock (the `with` statement)."
         ),
     ),
@@ -332,7 +470,7 @@ pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         // No type docstring: the built-in's RLock has none (`__doc__` is None)
         // on every version; its methods are documented.
     ];
-    pytype::create(
+    let tp = pytype::create(
         py,
         c"_thread.RLock",
         std::mem::size_of::<RLockObject>(),
@@ -341,5 +479,8 @@ pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
             instantiable: true,
         },
         &mut slots,
-    )
+    )?;
+    #[cfg(Py_3_15)]
+    TYPE.store(tp.as_ptr().cast(), Ordering::Relaxed);
+    Ok(tp)
 }
