@@ -127,7 +127,11 @@ def test_exit_with_daemon_threads_inside_python():
 
 def test_exit_with_threading_on_rthread_joins_non_daemon_threads():
     results = _run_many(THREADING_PROGRAM)
-    assert all(r[1].endswith("non-daemon thread finished\n") for r in results)
+    # The worker's line proves it was joined before exit; where it stands
+    # against the main thread's line depends on scheduling (a main thread
+    # delayed for more than the worker's 50 ms prints last).
+    missing = [r for r in results if "non-daemon thread finished\n" not in r[1]]
+    assert not missing, f"{len(missing)}/{len(results)} runs exited before the worker; first: {missing[0]!r}"
 
 
 # Threads whose OS thread only begins while the interpreter finalizes: started
