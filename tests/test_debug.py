@@ -261,7 +261,7 @@ def test_raise_frees_main_each_time(tmp_path, kind):
         done(freed=freed)
     """)
     assert result["freed"] == 3
-    assert err.count("rthread watchdog: deadlock") == 3, err
+    assert err.count("rthread watchdog:") == 3, err  # one report per episode
 
 
 def test_condition_wait_never_notified_is_a_hang(tmp_path):

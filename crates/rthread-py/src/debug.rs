@@ -56,23 +56,75 @@ const COMPILED_OUT: bool = cfg!(feature = "no-diag");
 /// Frames looked at before giving up on a site.
 const MAX_FRAMES: usize = 16;
 
-/// `(code object address, line)` -> site id, 0 meaning "skip this frame". Every code object
-/// in it is kept alive by one reference taken when it was added, so an address is never
-/// reused while it is a key. Used with the GIL held only (the mutex is never contended).
-static SITE_CACHE: Mutex<Option<HashMap<(usize, c_int), u32>>> = Mutex::new(None);
+/// A multiply-shift hasher for the site cache's two-word keys (SipHash would cost more than
+/// the rest of a cache hit).
+#[derive(Default)]
+struct KeyHasher(u64);
 
-/// The interned site of `code` at `line`, or 0 if its file is one of [`SKIPPED`].
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.write_u64(u64::from(v as u32));
+    }
+}
+
+type SiteMap = HashMap<(usize, c_int), u32, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// `(code object address, position)` -> site id, 0 meaning "skip this frame". The position
+/// is the instruction offset from 3.11 on (no line-table walk on a hit), the line before.
+/// Every code object in it is kept alive by one reference taken when it was added, so an
+/// address is never reused while it is a key. Used with the GIL held only (the mutex is
+/// never contended).
+static SITE_CACHE: Mutex<Option<SiteMap>> = Mutex::new(None);
+
+/// The frame's position for the cache key.
 ///
 /// # Safety
-/// The GIL must be held and `code` a live code object.
-unsafe fn code_site(code: *mut PyObject, line: c_int) -> u32 {
-    let key = (code as usize, line);
+/// The GIL must be held and `frame` live.
+#[inline]
+unsafe fn frame_position(frame: *mut ffi::PyFrameObject) -> c_int {
+    // SAFETY: forwarded.
+    unsafe {
+        #[cfg(Py_3_11)]
+        {
+            ffi::PyFrame_GetLasti(frame)
+        }
+        #[cfg(not(Py_3_11))]
+        {
+            ffi::PyFrame_GetLineNumber(frame)
+        }
+    }
+}
+
+/// The interned site of `frame` (whose code is `code`), or 0 if its file is one of
+/// [`SKIPPED`].
+///
+/// # Safety
+/// The GIL must be held, `frame` live and `code` its code object.
+unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 {
+    // SAFETY: forwarded.
+    let key = (code as usize, unsafe { frame_position(frame) });
     {
         let cache = SITE_CACHE.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&id) = cache.as_ref().and_then(|c| c.get(&key)) {
             return id;
         }
     }
+    // SAFETY: forwarded.
+    let line = unsafe { ffi::PyFrame_GetLineNumber(frame) };
     // SAFETY: GIL held; `code` is live; attribute reads only.
     let id = unsafe {
         let file = attr_string(code, c"co_filename").unwrap_or_default();
@@ -86,7 +138,7 @@ unsafe fn code_site(code: *mut PyObject, line: c_int) -> u32 {
         }
     };
     let mut cache = SITE_CACHE.lock().unwrap_or_else(PoisonError::into_inner);
-    let map = cache.get_or_insert_with(HashMap::new);
+    let map = cache.get_or_insert_with(SiteMap::default);
     if map.insert(key, id).is_none() {
         // SAFETY: GIL held; the reference keeps the key's address from being reused.
         unsafe { ffi::Py_INCREF(code) };
@@ -144,8 +196,7 @@ pub unsafe fn caller_site() -> u32 {
                 break;
             }
             let code = ffi::PyFrame_GetCode(frame);
-            let line = ffi::PyFrame_GetLineNumber(frame);
-            let id = code_site(code.cast(), line);
+            let id = code_site(code.cast(), frame);
             ffi::Py_DECREF(code.cast());
             if id != 0 {
                 site = id;
