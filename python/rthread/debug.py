@@ -10,6 +10,14 @@ report on a signal.
 Works whether or not rthread is installed as ``_thread``; it covers rthread's
 locks and threads only (the built-in's locks record nothing).
 
+The watchdog reports a *certain* cycle as soon as two of its snapshots (taken every
+``seconds / 4``, between 5 and 100 ms) agree on it and every wait in it is at least
+``min(seconds, 0.2)`` old, and any other wait once it is ``seconds`` old; one report per
+episode. ``action="raise"`` reaches the waits that began after it was set (they sleep
+in 20 ms slices while it is on, to notice the cancellation). When the GIL cannot be had
+within 2 s to render Python names and stacks, the native report is written to the
+file's descriptor instead, and says so.
+
 ``Snapshot.to_dict()`` schema ``"rthread.debug/1"``::
 
     {"schema": "rthread.debug/1",
