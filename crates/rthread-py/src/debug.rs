@@ -491,6 +491,8 @@ static WATCH_CV: Condvar = Condvar::new();
 
 /// How long the watchdog waits for the GIL to render Python stacks.
 const GIL_BOUND: Duration = Duration::from_secs(2);
+/// How long the Python renderer may take once it has the GIL.
+const RENDER_BOUND: Duration = Duration::from_secs(10);
 
 /// The Python renderer: `rthread.debug._watchdog_fire(reason, action) -> str`, which writes
 /// the report to the watchdog's file and returns it.
@@ -664,21 +666,21 @@ fn render(reason: &'static str, cfg: Config, snap: &Snapshot) -> String {
             r.reason = reason;
             r.action = action_name(cfg.action);
             RENDER_CV.notify_all();
-            let end = Deadline::after(GIL_BOUND);
+            // GIL_BOUND to get the GIL; once the helper runs Python for this request, up to
+            // RENDER_BOUND more to write the report (a renderer stuck on, say, a file lock held
+            // by a deadlocked thread must not stop the watchdog).
+            let gil_end = Deadline::after(GIL_BOUND);
+            let mut render_end: Option<Deadline> = None;
             loop {
                 if let Some((rid, text)) = r.result.take() {
                     if rid == id {
                         return text;
                     }
                 }
-                // Once the helper runs Python for this request, give it more time: the
-                // report is being written.
-                let bound = if r.started == id {
-                    Deadline::after(GIL_BOUND)
-                } else {
-                    end
-                };
-                let left = bound.remaining();
+                if r.started == id && render_end.is_none() {
+                    render_end = Some(Deadline::after(RENDER_BOUND));
+                }
+                let left = render_end.unwrap_or(gil_end).remaining();
                 if left.is_zero() {
                     break;
                 }
@@ -686,9 +688,6 @@ fn render(reason: &'static str, cfg: Config, snap: &Snapshot) -> String {
                     .wait_timeout(r, left)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
-                if r.started != id && end.has_passed() {
-                    break;
-                }
             }
             // Abandoned: the helper skips it when it finally gets the GIL.
             r.served = r.served.max(id);
