@@ -128,7 +128,11 @@
 //!
 //! # Integration note (Python binding)
 //!
-//! Nothing here is wired into [`crate::Lock`], [`crate::RLock`] or the binding yet. The plan:
+//! The binding (`crates/rthread-py/src/debug.rs`) follows this plan, with two differences: the
+//! holder is set from a cached packed slot ([`Holder::set_packed`], [`Holder::release_packed`]:
+//! a `const` thread-local is cheaper than the registry's), and cancellation uses the sliced
+//! sleep of [`TrackedLock`] (only while a "raise" watchdog is on) rather than a hook in the core
+//! lock's sleep loop. The plan:
 //!
 //! - **Lock struct**: add a [`Holder`] (4 bytes) to the binding's lock and `RLock` objects (or,
 //!   for `RLock`, point [`HeldBy::Ident`] at its existing owner-ident word: zero extra bytes, the

@@ -260,6 +260,32 @@ impl Holder {
         }
     }
 
+    /// Records the holder in its packed form ([`ThreadSlot::packed`]; 0 = nobody), for callers
+    /// that cache their own packed slot (a `const` thread-local is cheaper to read than the
+    /// registry's). Keeps the `SIGNAL` bit.
+    #[inline]
+    pub fn set_packed(&self, packed: u32) {
+        let signal = self.0.load(Ordering::Relaxed) & SIGNAL_BIT;
+        self.0
+            .store(signal | (packed & !SIGNAL_BIT), Ordering::Relaxed);
+    }
+
+    /// [`Holder::release_by`] with the releaser in packed form (0 = an unregistered thread).
+    #[inline]
+    pub fn release_packed(&self, releaser: u32) -> Released {
+        let old = self.0.load(Ordering::Relaxed);
+        let holder = old & !SIGNAL_BIT;
+        if holder != 0 && holder == releaser & !SIGNAL_BIT {
+            self.0.store(old & SIGNAL_BIT, Ordering::Relaxed);
+            return Released::ByAcquirer;
+        }
+        if holder == 0 {
+            return Released::Unknown;
+        }
+        self.0.store(SIGNAL_BIT, Ordering::Relaxed);
+        Released::ByOther(holder)
+    }
+
     /// Forgets the holder (call just before releasing). Keeps the `SIGNAL` bit.
     #[inline]
     pub fn clear(&self) {
@@ -671,13 +697,33 @@ pub fn track_held() -> bool {
     TRACK_HELD.load(Ordering::Relaxed) != 0
 }
 
+/// The monotonic clock at tick resolution (a few ms), for the held lists' acquire times: on
+/// Linux `CLOCK_MONOTONIC_COARSE` (same origin as `CLOCK_MONOTONIC`, never ahead of it) is a
+/// fraction of the cost of the precise clock, and a report's ages need no more.
+#[inline]
+fn coarse_now_ns() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable `timespec` for the whole call.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            return u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(ts.tv_nsec).unwrap_or(0);
+        }
+    }
+    Deadline::now().as_nanos()
+}
+
 /// Adds `lock` to the calling thread's held list (diagnostic mode). Returns false if the list
 /// is full or the thread is not registered; the lock is then simply not listed.
 pub fn held_push(lock: LockId, site: Option<SiteId>) -> bool {
     let Some(slot) = current_slot_or_register().and_then(live_slot) else {
         return false;
     };
-    let now = Deadline::now().as_nanos();
+    let now = coarse_now_ns();
     for e in &slot.held {
         if e.lock.load(Ordering::Relaxed) == 0 {
             e.site
@@ -1186,6 +1232,15 @@ mod tests {
         assert_eq!(h.holder_packed(), Some(b.packed()));
         assert_eq!(h.release_by(Some(b)), Released::ByAcquirer);
         assert_eq!(h.kind(), LockKind::Signal);
+        // The packed forms agree with the slot forms.
+        let p = Holder::new();
+        p.set_packed(a.packed());
+        assert_eq!(p.holder_packed(), Some(a.packed()));
+        assert_eq!(p.release_packed(a.packed()), Released::ByAcquirer);
+        assert_eq!(p.release_packed(a.packed()), Released::Unknown);
+        p.set_packed(a.packed());
+        assert_eq!(p.release_packed(0), Released::ByOther(a.packed()));
+        assert_eq!(p.kind(), LockKind::Signal);
         // A waiter holding the lock itself makes it a signal; another waiter sees a mutex.
         let m = Holder::new();
         m.set(a);
