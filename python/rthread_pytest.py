@@ -213,22 +213,13 @@ class _Watchdog:
 
     # -- the helper thread --------------------------------------------------------------
 
-    def _main_wait_seconds(self, now_ns):
-        """How long the main thread has been in its current wait (lock, join, ...), or None."""
-        snapshot = self.debug.snapshot()
-        for thread in _get(snapshot, "threads") or ():
-            if _get(thread, "ident") != self.main_ident:
-                continue
-            wait = _get(thread, "wait")
-            if not wait:
-                return None
-            waited = _get(wait, "waited")
-            if waited is not None:
-                return float(waited)
-            since = _get(wait, "since_ns")
-            if since is not None:
-                return (now_ns - since) / 1e9
-            return None
+    def _main_wait_seconds(self):
+        """How long the main thread has been in its current wait (lock, RLock, join,
+        and what is made of them: Condition, Event, Queue...), or None."""
+        for thread in self.debug.snapshot().threads:
+            if thread.get("ident") == self.main_ident:
+                waiting = thread.get("waiting")
+                return None if not waiting else waiting.get("seconds")
         return None
 
     def _watch(self):
@@ -246,7 +237,7 @@ class _Watchdog:
                     continue
                 self.lock.release()
                 try:
-                    waited = self._main_wait_seconds(time.monotonic_ns())
+                    waited = self._main_wait_seconds()
                     report = None
                     if waited is not None and waited >= self.seconds:
                         report = self.debug.format_report()
@@ -334,12 +325,6 @@ class _Watchdog:
                 register = getattr(threading, "_register_atexit", None)
                 if register is not None:
                     register(self._exit_if_stuck)
-
-
-def _get(obj, name):
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
 
 
 def _interrupt_signal(signal):

@@ -78,7 +78,7 @@ held = threading.Lock()            # line 2
 done = threading.Event()
 
 def hold():
-    with held:
+    with held:                     # line 6
         done.wait()
 
 t = threading.Thread(target=hold, name="holder", daemon=True)
@@ -203,12 +203,13 @@ def launch(how, tmp_path, program, watchdog=None, on_hang=None, report_signal=No
 
 
 def reports_in(text):
-    """How many reports ``text`` holds (each starts with a header line naming rthread)."""
+    """How many reports ``text`` holds."""
     return sum(1 for line in text.splitlines() if line.startswith(REPORT_HEADER))
 
 
-# The first line of every report (rthread.debug's format).
-REPORT_HEADER = "rthread"
+# The first line of every report (rthread.debug's format), after the watchdog's own
+# line saying why it reports.
+REPORT_HEADER = "rthread report, "
 
 
 def has_report(child):
@@ -271,9 +272,13 @@ def test_watchdog_raise_uncaught_is_a_plain_traceback(tmp_path):
     assert status == 1, child.stderr
     lines = child.stderr.splitlines()
     tb = lines.index("Traceback (most recent call last):")
-    # The traceback starts at the program's own frame (no runpy, no rthread launcher).
+    error = next(i for i, line in enumerate(lines)
+                 if i > tb and line.startswith("rthread.debug.DeadlockError: "))
+    # The traceback starts at the program's own frame (no runpy, no rthread launcher),
+    # and the exception's message is the report.
     assert 'prog.py", line' in lines[tb + 1], child.stderr
-    assert lines[-1].startswith("rthread.debug.DeadlockError"), child.stderr
+    assert not any("runpy" in line or "rthread/_run.py" in line for line in lines[tb:error])
+    assert "worker-B" in "\n".join(lines[error:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +292,8 @@ def test_report_signal_prints_and_the_program_goes_on(tmp_path, how, name):
         assert child.wait_for(lambda c: c.stdout == "ready\n"), child.stderr
         assert child.stderr == ""
         child.proc.send_signal(int(_signal_number(name)))
-        assert child.wait_for(lambda c: "holder" in c.stderr and "prog.py:2" in c.stderr), \
+        # Diagnostic mode is on (asked for at start): where the lock was acquired.
+        assert child.wait_for(lambda c: "holder" in c.stderr and "prog.py:6" in c.stderr), \
             child.stderr
         # Once more: a report each time the signal comes.
         before = reports_in(child.stderr)
@@ -332,7 +338,6 @@ def run(args, env=None, cwd=None):
     (["--watchdog=-1"], "--watchdog: expected a positive number of seconds, got '-1'"),
     (["--watchdog", "nan"], "--watchdog: expected a positive number of seconds"),
     (["--watchdog", "inf"], "--watchdog: expected a positive number of seconds"),
-    (["--watchdog"], "argument expected for the --watchdog option"),
     (["--watchdog", "1", "--on-hang", "panic"],
      "--on-hang: expected one of report, exit, raise, got 'panic'"),
     (["--on-hang", "exit"], "--on-hang needs --watchdog SECONDS"),
@@ -351,9 +356,11 @@ def test_bad_options_are_usage_errors(options, message):
     assert len(lines) == 2
 
 
-def test_options_without_a_program():
+def test_options_without_a_program_or_a_value():
     proc = run(["-m", "rthread", "--watchdog", "1"])
     assert proc.returncode == 2 and "a program is expected after the options" in proc.stderr
+    proc = run(["-m", "rthread", "--watchdog"])
+    assert proc.returncode == 2 and "argument expected for the --watchdog option" in proc.stderr
 
 
 def test_options_keep_the_program_as_plain_python_runs_it(tmp_path):

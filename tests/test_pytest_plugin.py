@@ -86,6 +86,7 @@ def env_for(rthread):
            if not k.startswith("RTHREAD") and not k.startswith("PYTEST_")}
     if rthread:
         env["RTHREAD"] = "1"
+    env["COLUMNS"] = "1000"  # whole lines in the short test summary
     return env
 
 

@@ -96,6 +96,9 @@ def apply(watchdog=None, action=None, report_signal=None):
     from rthread import debug
 
     if report_signal is not None:
+        # Asked for at start: diagnostic mode, so that reports tell where each held
+        # lock was acquired (the watchdog turns it on as well).
+        debug.enable()
         debug.register(report_signal)
     if watchdog is not None:
         debug.watchdog(watchdog, action=action or "report")
