@@ -186,3 +186,60 @@ def test_the_option_is_in_the_help(tmp_path):
     proc = run_pytest(tmp_path, INERT, "--help", rthread=False)
     assert proc.returncode == 0
     assert "--rthread-watchdog=SECONDS" in proc.stdout and "rthread_watchdog" in proc.stdout
+
+
+LEAVES_A_THREAD_BEHIND = """\
+import threading
+
+
+def test_joins_a_thread_that_waits_for_ever():
+    never = threading.Event()
+    t = threading.Thread(target=never.wait, name="left-behind")  # not a daemon
+    t.start()
+    t.join()
+
+
+def test_after():
+    assert True
+"""
+
+
+def test_threads_a_hung_test_leaves_blocked_do_not_keep_pytest_alive(tmp_path):
+    proc = run_pytest(tmp_path, LEAVES_A_THREAD_BEHIND, "--rthread-watchdog=1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"\b1 failed, 1 passed in ", summary(proc)), proc.stdout
+    assert "rthread: ending the process: non-daemon threads left blocked by the hung tests " \
+           "test_generated.py::test_joins_a_thread_that_waits_for_ever (call): left-behind" \
+           in proc.stderr, proc.stderr
+    report = section(proc, "Captured rthread call")
+    assert "left-behind" in report and "waits for the end of thread 'left-behind'" in report
+
+
+UNINTERRUPTIBLE = """\
+import signal, threading
+
+
+def test_first():
+    assert True
+
+
+def test_main_thread_blocks_every_signal_then_hangs():
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    threading.Event().wait()
+
+
+def test_never_reached():
+    assert True
+"""
+
+
+def test_a_hang_that_cannot_be_interrupted_is_reported_and_ends_the_run(tmp_path):
+    proc = run_pytest(tmp_path, UNINTERRUPTIBLE, "--rthread-watchdog=1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "rthread: test_generated.py::test_main_thread_blocks_every_signal_then_hangs (call) " \
+           "FAILED: its main thread waited for more than 1s and could not be interrupted " \
+           "within 2s; ending the test run." in output, output
+    after = output.split("could not be interrupted", 1)[1]
+    assert "rthread report, " in after and "test_main_thread_blocks_every_signal" in after
+    assert "test_never_reached" not in output
