@@ -114,6 +114,10 @@ _LOOP_CASES = [
      ["lock = mod.allocate_lock()"], ["lock.acquire()", "lock.release()"], [], None),
     ("lock_with", "lock: with lock: pass", "ns/op",
      ["lock = mod.allocate_lock()"], ["with lock:", "    pass"], [], None),
+    ("lock_allocate", "allocate_lock() (with its creation site)", "ns/op",
+     ["alloc = mod.allocate_lock"], ["alloc()"], [], None),
+    ("rlock_allocate", "RLock() (with its creation site)", "ns/op",
+     ["new = mod.RLock"], ["new()"], [], None),
     ("lock_try_held", "lock acquire(False) on a held lock", "ns/op",
      ["lock = mod.allocate_lock()", "lock.acquire()"], ["lock.acquire(False)"],
      ["lock.release()"], None),
@@ -347,6 +351,53 @@ def _compare(name, label, unit, make, mods, repeats, min_ns, per_n, scale, na_re
     # Planned: 2 * repeats samples of min_ns each; allow four times that.
     budget_s = 4 * 2 * repeats * min_ns / 1e9
     results = _alternate(runners, n, repeats, per_n * n * scale, budget_s)
+    for key, res in zip(("builtin", "rthread"), results):
+        row[key] = _side_error(res) if isinstance(res, BaseException) else _side_ok(res)
+    row["n"] = n
+    return [row]
+
+
+#: Bookkeeping rows: rthread in diagnostic mode (``rthread.debug.enable()``: acquire sites and
+#: times recorded) against rthread in normal mode, in the same process. In these rows the
+#: "built-in" column is rthread in normal mode and the "rthread" column rthread in diagnostic
+#: mode, so the ratio is the diagnostic mode's cost.
+_DIAG_CASES = [
+    ("diag_lock_acquire_release", "diagnostic mode / normal: lock acquire()+release()",
+     ["lock = mod.allocate_lock()"], ["lock.acquire()", "lock.release()"]),
+    ("diag_lock_with", "diagnostic mode / normal: with lock: pass",
+     ["lock = mod.allocate_lock()"], ["with lock:", "    pass"]),
+]
+
+
+def _diag_rows(rthread, name, label, setup, body, repeats, min_ns):
+    """One bookkeeping row: rthread normal vs rthread in diagnostic mode, alternating."""
+    row = {"name": name, "label": label, "unit": "ns/op", "where": "in-process",
+           "note": "built-in column: rthread, normal mode; rthread column: diagnostic mode"}
+    try:
+        import rthread.debug as debug
+    except Exception as exc:  # an rthread build without the debug module
+        row["builtin"] = _side_na("n/a: no rthread.debug: %s" % exc)
+        row["rthread"] = _side_na("n/a: no rthread.debug")
+        return [row]
+    was = debug.enabled()
+    normal = _loop_runner(rthread, setup, body, [])
+    diag_run = _loop_runner(rthread, setup, body, [])
+
+    def diagnostic(n):
+        debug.enable()
+        try:
+            return diag_run(n)
+        finally:
+            debug.disable()
+
+    try:
+        debug.disable()
+        n = _calibrate(normal, min_ns)
+        diagnostic(n)
+        budget_s = 4 * 2 * repeats * min_ns / 1e9
+        results = _alternate([normal, diagnostic], n, repeats, UNROLL * n, budget_s)
+    finally:
+        (debug.enable if was else debug.disable)()
     for key, res in zip(("builtin", "rthread"), results):
         row[key] = _side_error(res) if isinstance(res, BaseException) else _side_ok(res)
     row["n"] = n
@@ -957,6 +1008,10 @@ def _plan(rthread, mods, settings, only, objects):
             make = _loop_maker(setup, body, teardown)
             plan.append((label, True, functools.partial(
                 _compare, name, label, unit, make, mods, repeats, min_ns, UNROLL, 1.0, na)))
+    for name, label, setup, body in _DIAG_CASES:
+        if _selected(name, only):
+            plan.append((label, True, functools.partial(
+                _diag_rows, rthread, name, label, setup, body, repeats, min_ns)))
     for name, label, unit, make, per, scale in _THREAD_CASES:
         if _selected(name, only):
             plan.append((label, True, functools.partial(

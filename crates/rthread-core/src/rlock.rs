@@ -191,6 +191,13 @@ impl<W: Wait> RawRLock<W> {
         self.lock.is_locked()
     }
 
+    /// The owner-ident word itself, for [`crate::diag::HeldBy::Ident`]: a snapshot reads the
+    /// holder of a parked waiter's `RLock` through it (0 = nobody).
+    #[must_use]
+    pub fn owner_word(&self) -> &AtomicU64 {
+        &self.owner
+    }
+
     /// The owner's ident, 0 if none. From another thread this is a racy snapshot (for `repr`).
     #[must_use]
     pub fn owner(&self) -> u64 {

@@ -17,6 +17,7 @@ use pyo3::ffi::{self, PyObject, Py_ssize_t};
 use rthread_core::{Acquire, Deadline};
 
 use crate::capi::{self, Static};
+use crate::debug::Waited;
 use crate::errors;
 use crate::gil;
 
@@ -288,6 +289,7 @@ pub enum Outcome {
 #[inline]
 pub unsafe fn acquire_with(
     wait: Wait,
+    on: crate::debug::WaitOn<'_>,
     try_acquire: impl Fn() -> bool,
     block: impl Fn(Option<Deadline>) -> Acquire,
 ) -> Outcome {
@@ -300,12 +302,13 @@ pub unsafe fn acquire_with(
         Wait::Within(nanos) => Some(Deadline::after_nanos(nanos)),
     };
     // SAFETY: forwarded caller obligations.
-    unsafe { block_without_gil(deadline, block) }
+    unsafe { block_without_gil(deadline, on, block) }
 }
 
 #[cold]
 unsafe fn block_without_gil(
     deadline: Option<Deadline>,
+    on: crate::debug::WaitOn<'_>,
     block: impl Fn(Option<Deadline>) -> Acquire,
 ) -> Outcome {
     // From 3.15 on, a wait that starts once the runtime is finalizing (after
@@ -323,17 +326,24 @@ unsafe fn block_without_gil(
         // - `block` does not touch Python;
         // - nothing alive in this frame has a destructor, so a forced unwind
         //   from PyEval_RestoreThread (daemon thread at finalization) passes
-        //   through cleanly.
+        //   through cleanly: the wait record's guard lives inside
+        //   `debug::wait`, which returns before the GIL is re-taken (and
+        //   before signal handlers run, which may wait themselves).
         let result = unsafe {
             let tstate = gil::save();
-            let result = block(deadline);
+            let result = crate::debug::wait(on, deadline, &block);
             gil::restore(tstate);
             result
         };
         match result {
-            Acquire::Acquired => return Outcome::Acquired,
-            Acquire::TimedOut => return Outcome::NotAcquired,
-            Acquire::Interrupted => {
+            Waited::Done(Acquire::Acquired) => return Outcome::Acquired,
+            Waited::Done(Acquire::TimedOut) => return Outcome::NotAcquired,
+            Waited::Cancelled => {
+                // SAFETY: the GIL is held again.
+                unsafe { crate::debug::raise_deadlock() };
+                return Outcome::Error;
+            }
+            Waited::Done(Acquire::Interrupted) => {
                 // SAFETY: the GIL is held again.
                 if unsafe { capi::Py_MakePendingCalls() } < 0 {
                     return Outcome::Error;

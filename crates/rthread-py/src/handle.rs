@@ -316,7 +316,17 @@ mod py {
             if !handle.is_done() && crate::finalizing::refuse_join() {
                 return ptr::null_mut();
             }
-            match acquire::acquire_with(wait, || handle.is_done(), |d| handle.wait_until(d)) {
+            let on = crate::debug::WaitOn {
+                what: rthread_core::diag::WaitFor::JoinIdent(handle.ident()),
+                site: 0,
+                held_by: None,
+            };
+            match acquire::acquire_with(
+                wait,
+                on,
+                || handle.is_done(),
+                |d| handle.wait_until(d),
+            ) {
                 Outcome::Error => ptr::null_mut(),
                 Outcome::Acquired | Outcome::NotAcquired => capi::none(),
             }

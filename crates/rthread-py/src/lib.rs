@@ -8,6 +8,7 @@
 //! PyO3 provides the module entry point and the safe glue around it.
 mod acquire;
 mod capi;
+mod debug;
 mod errors;
 mod excepthook;
 mod finalizing;
@@ -44,5 +45,8 @@ fn _rthread(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }
     // SAFETY: GIL held, main interpreter, module initialization.
     unsafe { finalizing::init() };
-    module::populate(m)
+    module::populate(m)?;
+    // The main thread is listed in reports from the start.
+    let _ = rthread_core::diag::register_current_thread();
+    debug::create_module(m.py())
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
+use rthread_core::diag::{HeldBy, Holder, LockId, WaitFor};
 use rthread_core::Lock;
 
 use crate::acquire;
@@ -24,6 +25,10 @@ use crate::pytype;
 pub struct LockObject {
     ob_base: ffi::PyObject,
     pub lock: Lock,
+    /// Who holds it, for reports (see `debug`).
+    holder: Holder,
+    /// Interned creation site (0 = unknown).
+    site: u32,
     weakreflist: *mut PyObject,
 }
 
@@ -45,6 +50,8 @@ pub unsafe fn new_lock() -> *mut PyObject {
         }
         let this = obj.cast::<LockObject>();
         ptr::addr_of_mut!((*this).lock).write(Lock::new());
+        ptr::addr_of_mut!((*this).holder).write(Holder::new());
+        ptr::addr_of_mut!((*this).site).write(crate::debug::caller_site());
         ptr::addr_of_mut!((*this).weakreflist).write(ptr::null_mut());
         obj
     }
@@ -58,7 +65,36 @@ pub unsafe fn new_lock() -> *mut PyObject {
 pub unsafe fn release_quietly(obj: *mut PyObject) {
     // SAFETY: forwarded obligation. A lock that is not held stays unlocked
     // (NotLocked is a plain error value), which is what "quietly" means here.
-    let _ = unsafe { lock_of(obj) }.release();
+    let this = unsafe { &*obj.cast::<LockObject>() };
+    if this.lock.is_locked() {
+        crate::debug::releasing(&this.holder, LockId(obj as u64));
+    }
+    let _ = this.lock.release();
+}
+
+/// The report record of `obj` if it is a lock: `(kind, id, holder word, site, None)`.
+///
+/// # Safety
+/// The GIL must be held and `obj` live.
+pub unsafe fn record(obj: *mut PyObject) -> Option<crate::debug::LockRecord> {
+    // SAFETY: GIL held; the type check makes the cast valid.
+    unsafe {
+        if ffi::Py_TYPE(obj) != TYPE.load(Ordering::Relaxed) {
+            return None;
+        }
+        let this = &*obj.cast::<LockObject>();
+        Some(("lock", obj as u64, Some(this.holder.get()), this.site, None))
+    }
+}
+
+/// The object behind `lock_of`.
+///
+/// # Safety
+/// `obj` must be a live `_thread.lock` instance.
+#[inline]
+unsafe fn object_of<'a>(obj: *mut PyObject) -> &'a LockObject {
+    // SAFETY: as `lock_of`.
+    unsafe { &*obj.cast::<LockObject>() }
 }
 
 /// The lock inside a lock object.
@@ -123,12 +159,23 @@ unsafe fn acquire_named(
 unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
-        let lock = lock_of(slf);
-        acquire::to_python(acquire::acquire_with(
+        let this = object_of(slf);
+        let lock = &this.lock;
+        let id = LockId(slf as u64);
+        let outcome = acquire::acquire_with(
             wait,
+            crate::debug::WaitOn {
+                what: WaitFor::Lock(id),
+                site: this.site,
+                held_by: Some(HeldBy::Holder(&this.holder)),
+            },
             || lock.try_acquire(),
             |deadline| lock.acquire_until_with(deadline, gil::SPIN),
-        ))
+        );
+        if outcome == acquire::Outcome::Acquired {
+            crate::debug::acquired(&this.holder, id);
+        }
+        acquire::to_python(outcome)
     }
 }
 
@@ -163,7 +210,11 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
     unsafe {
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
-        match lock_of(slf).release() {
+        let this = object_of(slf);
+        // Before the lock word: once it is free another thread may take it and
+        // set itself as the holder. (Unlocked: the holder word is empty anyway.)
+        crate::debug::releasing(&this.holder, LockId(slf as u64));
+        match this.lock.release() {
             Ok(()) => capi::none(),
             Err(_) => errors::thread_error(errors::RELEASE_UNLOCKED),
         }
@@ -178,7 +229,9 @@ unsafe extern "C-unwind" fn locked(slf: *mut PyObject, _: *mut PyObject) -> *mut
 unsafe extern "C-unwind" fn at_fork_reinit(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a lock.
     unsafe {
-        lock_of(slf).reinit();
+        let this = object_of(slf);
+        this.lock.reinit();
+        this.holder.clear();
         capi::none()
     }
 }
@@ -205,6 +258,8 @@ unsafe extern "C-unwind" fn dealloc(slf: *mut PyObject) {
     // holds a reference to its heap type, released last.
     unsafe {
         let this = slf.cast::<LockObject>();
+        // A lock freed while held (a Condition's spent waiter lock) leaves no held-list entry.
+        crate::debug::forget(&(*this).holder, LockId(slf as u64));
         if !(*this).weakreflist.is_null() {
             ffi::PyObject_ClearWeakRefs(slf);
         }

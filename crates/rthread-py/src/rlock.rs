@@ -9,11 +9,11 @@ use std::ffi::c_ulong;
 use std::ffi::c_void;
 use std::mem::offset_of;
 use std::ptr;
-#[cfg(Py_3_15)]
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
+use rthread_core::diag::{HeldBy, LockId, WaitFor};
 use rthread_core::{thread, Acquire, RLock};
 
 use crate::acquire;
@@ -28,7 +28,28 @@ use crate::pytype;
 pub struct RLockObject {
     ob_base: ffi::PyObject,
     rlock: RLock,
+    /// Interned creation site (0 = unknown); the holder is the owner word.
+    site: u32,
     weakreflist: *mut PyObject,
+}
+
+/// The RLock base type, for [`record`].
+static BASE_TYPE: AtomicPtr<PyTypeObject> = AtomicPtr::new(ptr::null_mut());
+
+/// The report record of `obj` if it is an RLock (or subclass): `(kind, id, None, site, owner)`.
+///
+/// # Safety
+/// The GIL must be held and `obj` live.
+pub unsafe fn record(obj: *mut PyObject) -> Option<crate::debug::LockRecord> {
+    // SAFETY: GIL held; the subtype check makes the cast valid.
+    unsafe {
+        let base = BASE_TYPE.load(Ordering::Relaxed);
+        if base.is_null() || ffi::PyObject_TypeCheck(obj, base) == 0 {
+            return None;
+        }
+        let this = &*obj.cast::<RLockObject>();
+        Some(("RLock", obj as u64, None, this.site, Some(this.rlock.owner())))
+    }
 }
 
 /// The RLock type itself (not a subclass), for `new`'s argument check.
@@ -79,6 +100,7 @@ unsafe extern "C-unwind" fn new(
         }
         let this = obj.cast::<RLockObject>();
         ptr::addr_of_mut!((*this).rlock).write(RLock::new());
+        ptr::addr_of_mut!((*this).site).write(crate::debug::caller_site());
         ptr::addr_of_mut!((*this).weakreflist).write(ptr::null_mut());
         obj
     }
@@ -128,11 +150,21 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
         if rlock.is_owned(me) && rlock.count() == u64::MAX {
             return errors::raise(ffi::PyExc_OverflowError, errors::RLOCK_COUNT_OVERFLOW);
         }
-        acquire::to_python(acquire::acquire_with(
+        let id = LockId(slf as u64);
+        let outcome = acquire::acquire_with(
             wait,
+            crate::debug::WaitOn {
+                what: WaitFor::RLock(id),
+                site: (*slf.cast::<RLockObject>()).site,
+                held_by: Some(HeldBy::Ident(rlock.owner_word())),
+            },
             || rlock.try_acquire(me),
             |deadline| rlock.acquire_until_with(me, deadline, gil::SPIN),
-        ))
+        );
+        if outcome == acquire::Outcome::Acquired && rlock.count() == 1 {
+            crate::debug::rlock_acquired(id);
+        }
+        acquire::to_python(outcome)
     }
 }
 
@@ -167,8 +199,16 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
     unsafe {
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
-        match rlock_of(slf).release(thread::current_ident()) {
-            Ok(()) => capi::none(),
+        let rlock = rlock_of(slf);
+        let me = thread::current_ident();
+        let last = rlock.count() == 1 && rlock.owner() == me;
+        match rlock.release(me) {
+            Ok(()) => {
+                if last {
+                    crate::debug::rlock_released(LockId(slf as u64));
+                }
+                capi::none()
+            }
             Err(_) => errors::thread_error(errors::RELEASE_UNACQUIRED),
         }
     }
@@ -218,6 +258,7 @@ unsafe extern "C-unwind" fn release_save(slf: *mut PyObject, _: *mut PyObject) -
         }
         match rlock.release_save() {
             Ok((count, owner)) => {
+                crate::debug::rlock_released(LockId(slf as u64));
                 let count = ffi::PyLong_FromUnsignedLongLong(count);
                 let owner = ffi::PyLong_FromUnsignedLongLong(owner);
                 if count.is_null() || owner.is_null() {
@@ -297,12 +338,20 @@ unsafe extern "C-unwind" fn acquire_restore(
         if rlock.acquire_restore_until(count, owner, Some(rthread_core::Deadline::now()))
             != Acquire::Acquired
         {
+            let on = crate::debug::WaitOn {
+                what: WaitFor::RLock(LockId(slf as u64)),
+                site: (*slf.cast::<RLockObject>()).site,
+                held_by: Some(HeldBy::Ident(rlock.owner_word())),
+            };
             let tstate = gil::save();
-            while rlock.acquire_restore_until_with(count, owner, None, gil::SPIN)
-                != Acquire::Acquired
+            // Not cancellable: `Condition.wait` must come back holding the lock.
+            while crate::debug::wait_uncancellable(on, &|d| {
+                rlock.acquire_restore_until_with(count, owner, d, gil::SPIN)
+            }) != Acquire::Acquired
             {}
             gil::restore(tstate);
         }
+        crate::debug::rlock_acquired(LockId(slf as u64));
         capi::none()
     }
 }
@@ -482,5 +531,6 @@ pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     )?;
     #[cfg(Py_3_15)]
     TYPE.store(tp.as_ptr().cast(), Ordering::Relaxed);
+    BASE_TYPE.store(tp.as_ptr().cast(), Ordering::Relaxed);
     Ok(tp)
 }

@@ -71,6 +71,8 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
         if !handle.is_null() {
             (*handle).set_ident(thread::current_ident());
         }
+        // Listed in reports from its start (the slot is freed at thread exit).
+        let _ = rthread_core::diag::register_current_thread();
         // Named before any Python code of the thread runs; a refusal by the
         // OS is no reason to fail the thread.
         #[cfg(not(Py_3_14))]
@@ -377,6 +379,11 @@ pub unsafe extern "C-unwind" fn interrupt_main(
 /// process's initial thread (or the thread that survived a fork).
 static MAIN_IDENT: AtomicU64 = AtomicU64::new(0);
 
+/// The main thread's ident (see `MAIN_IDENT`).
+pub fn main_ident() -> u64 {
+    MAIN_IDENT.load(Ordering::Relaxed)
+}
+
 /// Records the main thread's ident at module init.
 pub fn init_main_ident() {
     MAIN_IDENT.store(thread::current_ident(), Ordering::Relaxed);
@@ -387,6 +394,7 @@ pub fn init_main_ident() {
 unsafe extern "C-unwind" fn after_fork_child(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     init_main_ident();
     handle::after_fork_child();
+    crate::debug::after_fork_child();
     // SAFETY: called by CPython with the GIL held.
     unsafe { capi::none() }
 }
@@ -555,8 +563,17 @@ pub unsafe extern "C-unwind" fn shutdown(_: *mut PyObject, _: *mut PyObject) -> 
     unsafe {
         while let Some(next) = handle::next_to_join() {
             let raw = Arc::into_raw(next);
-            let outcome =
-                acquire_with(Wait::Forever, || (*raw).is_done(), |d| (*raw).wait_until(d));
+            let on = crate::debug::WaitOn {
+                what: rthread_core::diag::WaitFor::JoinIdent((*raw).ident()),
+                site: 0,
+                held_by: None,
+            };
+            let outcome = acquire_with(
+                Wait::Forever,
+                on,
+                || (*raw).is_done(),
+                |d| (*raw).wait_until(d),
+            );
             drop(Arc::from_raw(raw));
             if outcome == Outcome::Error {
                 ffi::PyErr_WriteUnraisable(ptr::null_mut());

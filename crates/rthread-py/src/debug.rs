@@ -1,0 +1,968 @@
+//! Who holds what, for Python: the binding's side of `rthread_core::diag`.
+//!
+//! - **Sites**: the creation site of every lock and `RLock` (and, in diagnostic mode, the
+//!   acquire site of every held lock) is the first Python frame outside the standard
+//!   library's synchronisation modules, interned once per `(code object, line)`.
+//! - **Holders**: [`acquired`] / [`releasing`] keep a lock's [`Holder`] word; an `RLock` is
+//!   read through its owner-ident word. In diagnostic mode they also keep the held lists.
+//! - **Waits**: [`wait`] wraps the blocking part of an acquire or join (GIL released) in a
+//!   [`WaitGuard`], and, while a "raise" watchdog is on, sleeps in [`CANCEL_SLICE`]s so a
+//!   cancelled wait ends promptly without the lock.
+//! - **The `rthread._rthread_debug` module**: the native helpers of `rthread.debug`, created
+//!   beside `_rthread` (never one of its attributes, so `_thread`'s namespace stays the
+//!   built-in's), and the watchdog thread.
+//!
+//! Nothing here touches Python while the GIL is released; [`wait`] keeps its guard alive only
+//! between the GIL release and the re-acquire, never across the re-acquire (see `acquire.rs`
+//! on forced unwinds).
+use std::collections::{HashMap, HashSet};
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use pyo3::ffi::{self, PyObject};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use rthread_core::diag::{
+    self, Certainty, Cycle, HeldBy, Holder, LockId, LockKind, Released, Snapshot, ThreadSlot,
+    WaitFor, WaitGuard, WaitToken, CANCEL_SLICE,
+};
+use rthread_core::{Acquire, Deadline};
+
+use crate::capi;
+
+// ---------------------------------------------------------------------------------------------
+// Sites
+
+/// Path fragments of the modules whose frames are skipped when naming a site: the standard
+/// library's synchronisation wrappers, so a `Condition` or a `Queue` is named by its user.
+const SKIPPED: &[&str] = &[
+    "/threading.py",
+    "/queue.py",
+    "/_threading_local.py",
+    "/concurrent/futures/",
+    "/multiprocessing/dummy/",
+    "/multiprocessing/pool.py",
+    "\\threading.py",
+    "\\queue.py",
+    "\\concurrent\\futures\\",
+    "\\multiprocessing\\dummy\\",
+];
+
+/// The bookkeeping is compiled out (the `no-diag` feature: the bench's baseline).
+const COMPILED_OUT: bool = cfg!(feature = "no-diag");
+
+/// Frames looked at before giving up on a site.
+const MAX_FRAMES: usize = 16;
+
+/// A multiply-shift hasher for the site cache's two-word keys (SipHash would cost more than
+/// the rest of a cache hit).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.write_u64(u64::from(v as u32));
+    }
+}
+
+type SiteMap = HashMap<(usize, c_int), u32, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// `(code object address, position)` -> site id, 0 meaning "skip this frame". The position
+/// is the instruction offset from 3.11 on (no line-table walk on a hit), the line before.
+/// Every code object in it is kept alive by one reference taken when it was added, so an
+/// address is never reused while it is a key. Used with the GIL held only (the mutex is
+/// never contended).
+static SITE_CACHE: Mutex<Option<SiteMap>> = Mutex::new(None);
+
+/// The frame's position for the cache key.
+///
+/// # Safety
+/// The GIL must be held and `frame` live.
+#[inline]
+unsafe fn frame_position(frame: *mut ffi::PyFrameObject) -> c_int {
+    // SAFETY: forwarded.
+    unsafe {
+        #[cfg(Py_3_11)]
+        {
+            ffi::PyFrame_GetLasti(frame)
+        }
+        #[cfg(not(Py_3_11))]
+        {
+            ffi::PyFrame_GetLineNumber(frame)
+        }
+    }
+}
+
+/// The interned site of `frame` (whose code is `code`), or 0 if its file is one of
+/// [`SKIPPED`].
+///
+/// # Safety
+/// The GIL must be held, `frame` live and `code` its code object.
+unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 {
+    // SAFETY: forwarded.
+    let key = (code as usize, unsafe { frame_position(frame) });
+    {
+        let cache = SITE_CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&id) = cache.as_ref().and_then(|c| c.get(&key)) {
+            return id;
+        }
+    }
+    // SAFETY: forwarded.
+    let line = unsafe { ffi::PyFrame_GetLineNumber(frame) };
+    // SAFETY: GIL held; `code` is live; attribute reads only.
+    let id = unsafe {
+        let file = attr_string(code, c"co_filename").unwrap_or_default();
+        if SKIPPED.iter().any(|s| file.contains(s)) {
+            0
+        } else {
+            let func = attr_string(code, c"co_qualname")
+                .or_else(|| attr_string(code, c"co_name"))
+                .unwrap_or_default();
+            diag::intern_site(&file, u32::try_from(line).unwrap_or(0), &func).as_u32()
+        }
+    };
+    let mut cache = SITE_CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = cache.get_or_insert_with(SiteMap::default);
+    if map.insert(key, id).is_none() {
+        // SAFETY: GIL held; the reference keeps the key's address from being reused.
+        unsafe { ffi::Py_INCREF(code) };
+    }
+    id
+}
+
+/// `obj.name` as a Rust string, or `None` (any error is cleared).
+///
+/// # Safety
+/// The GIL must be held and `obj` live.
+unsafe fn attr_string(obj: *mut PyObject, name: &std::ffi::CStr) -> Option<String> {
+    // SAFETY: GIL held (caller); the attribute reference is released before returning.
+    unsafe {
+        let v = ffi::PyObject_GetAttrString(obj, name.as_ptr());
+        if v.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        let p = if ffi::PyUnicode_Check(v) != 0 {
+            ffi::PyUnicode_AsUTF8AndSize(v, &mut size)
+        } else {
+            std::ptr::null()
+        };
+        let out = if p.is_null() {
+            ffi::PyErr_Clear();
+            None
+        } else {
+            let bytes = std::slice::from_raw_parts(p.cast::<u8>(), size as usize);
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        };
+        ffi::Py_DECREF(v);
+        out
+    }
+}
+
+/// The site of the calling Python code: the first frame outside [`SKIPPED`] modules, as a raw
+/// site id (0 = unknown). Never raises.
+///
+/// # Safety
+/// The GIL must be held.
+pub unsafe fn caller_site() -> u32 {
+    if COMPILED_OUT {
+        return 0;
+    }
+    // SAFETY: GIL held (caller). `PyEval_GetFrame` is borrowed; every frame from
+    // `PyFrame_GetBack` and every code object is a new reference released below.
+    unsafe {
+        let mut frame = ffi::PyEval_GetFrame();
+        let mut owned: *mut ffi::PyFrameObject = std::ptr::null_mut();
+        let mut site = 0;
+        for _ in 0..MAX_FRAMES {
+            if frame.is_null() {
+                break;
+            }
+            let code = ffi::PyFrame_GetCode(frame);
+            let id = code_site(code.cast(), frame);
+            ffi::Py_DECREF(code.cast());
+            if id != 0 {
+                site = id;
+                break;
+            }
+            let back = ffi::PyFrame_GetBack(frame);
+            if !owned.is_null() {
+                ffi::Py_DECREF(owned.cast());
+            }
+            owned = back;
+            frame = back;
+        }
+        if !owned.is_null() {
+            ffi::Py_DECREF(owned.cast());
+        }
+        site
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holders and waits (the lock types call these)
+
+/// Diagnostic mode (per-acquire sites and times), mirrored from `diag::track_held` so the
+/// acquire path reads one static.
+static DIAGNOSTIC: AtomicBool = AtomicBool::new(false);
+
+/// A "raise" watchdog is on: waits sleep in [`CANCEL_SLICE`]s to notice cancellation.
+static SLICED: AtomicBool = AtomicBool::new(false);
+
+/// Records the calling thread as a plain lock's holder (call right after acquiring).
+///
+/// # Safety
+/// The GIL must be held (diagnostic mode reads the Python frame).
+#[inline(always)]
+pub unsafe fn acquired(holder: &Holder, id: LockId) {
+    if COMPILED_OUT {
+        return;
+    }
+    holder.set_current();
+    if DIAGNOSTIC.load(Ordering::Relaxed) {
+        // SAFETY: forwarded.
+        unsafe { push_held(id) };
+    }
+}
+
+/// Diagnostic mode: adds a held lock with its acquire site.
+///
+/// # Safety
+/// The GIL must be held.
+#[cold]
+pub unsafe fn push_held(id: LockId) {
+    // SAFETY: forwarded.
+    let site = unsafe { caller_site() };
+    diag::held_push(id, diag::SiteId::from_u32(site));
+}
+
+/// Forgets a plain lock's holder (call just before releasing it).
+#[inline(always)]
+pub fn releasing(holder: &Holder, id: LockId) {
+    if COMPILED_OUT {
+        return;
+    }
+    let outcome = holder.release_current();
+    if DIAGNOSTIC.load(Ordering::Relaxed) {
+        remove_held(outcome, id);
+    }
+}
+
+/// A lock is freed: drop it from its holder's held list (diagnostic mode).
+#[inline]
+pub fn forget(holder: &Holder, id: LockId) {
+    if DIAGNOSTIC.load(Ordering::Relaxed) {
+        if let Some(packed) = holder.holder_packed() {
+            diag::held_remove(packed, id);
+        }
+    }
+}
+
+#[cold]
+fn remove_held(outcome: Released, id: LockId) {
+    match outcome {
+        Released::ByAcquirer => {
+            if let Some(me) = diag::current_slot() {
+                diag::held_remove(me.packed(), id);
+            }
+        }
+        Released::ByOther(acquirer) => diag::held_remove(acquirer, id),
+        Released::Unknown => {}
+    }
+}
+
+/// An `RLock`'s first acquire by its owner (diagnostic mode only does anything).
+///
+/// # Safety
+/// The GIL must be held.
+#[inline(always)]
+pub unsafe fn rlock_acquired(id: LockId) {
+    if DIAGNOSTIC.load(Ordering::Relaxed) {
+        // SAFETY: forwarded.
+        unsafe { push_held(id) };
+    }
+}
+
+/// An `RLock`'s last release by its owner.
+#[inline(always)]
+pub fn rlock_released(id: LockId) {
+    if DIAGNOSTIC.load(Ordering::Relaxed) {
+        remove_held(Released::ByAcquirer, id);
+    }
+}
+
+/// What a blocked acquire or join waits on, for its wait record.
+#[derive(Clone, Copy)]
+pub struct WaitOn<'a> {
+    pub what: WaitFor,
+    pub site: u32,
+    pub held_by: Option<HeldBy<'a>>,
+}
+
+/// How a recorded wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waited {
+    Done(Acquire),
+    /// A watchdog abandoned the wait to break a deadlock; nothing was taken.
+    Cancelled,
+}
+
+/// Runs `block` (GIL released) as a recorded wait on `on`. The guard lives only inside this
+/// call, which runs entirely without the GIL.
+pub fn wait(
+    on: WaitOn<'_>,
+    deadline: Option<Deadline>,
+    block: &impl Fn(Option<Deadline>) -> Acquire,
+) -> Waited {
+    if COMPILED_OUT {
+        return Waited::Done(block(deadline));
+    }
+    let guard = WaitGuard::begin(
+        on.what,
+        diag::SiteId::from_u32(on.site),
+        deadline.is_some(),
+    );
+    guard.armed(on.held_by, None, || {
+        if !SLICED.load(Ordering::Relaxed) {
+            return Waited::Done(block(deadline));
+        }
+        loop {
+            if guard.is_cancelled() {
+                return Waited::Cancelled;
+            }
+            let slice_end = Deadline::after(CANCEL_SLICE);
+            match block(Some(deadline.map_or(slice_end, |d| d.min(slice_end)))) {
+                Acquire::TimedOut if !deadline.is_some_and(|d| d.has_passed()) => {}
+                r => return Waited::Done(r),
+            }
+        }
+    })
+}
+
+/// [`wait`] that no watchdog can cancel, waiting as long as needed (`RLock._acquire_restore`).
+pub fn wait_uncancellable(on: WaitOn<'_>, block: &impl Fn(Option<Deadline>) -> Acquire) -> Acquire {
+    let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), false);
+    guard.armed(on.held_by, None, || block(None))
+}
+
+/// The `DeadlockError` type (set by `rthread.debug`), and the last report of the watchdog.
+static DEADLOCK_ERROR: AtomicPtr<PyObject> = AtomicPtr::new(std::ptr::null_mut());
+static LAST_REPORT: Mutex<String> = Mutex::new(String::new());
+
+/// Raises `DeadlockError(report)` (a `RuntimeError` before `rthread.debug` is imported).
+///
+/// # Safety
+/// The GIL must be held.
+#[cold]
+pub unsafe fn raise_deadlock() {
+    let report = LAST_REPORT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    // SAFETY: GIL held (caller); the message object is released after PyErr_SetObject took
+    // its own reference.
+    unsafe {
+        let mut tp = DEADLOCK_ERROR.load(Ordering::Acquire);
+        if tp.is_null() {
+            tp = ffi::PyExc_RuntimeError;
+        }
+        let msg = ffi::PyUnicode_FromStringAndSize(
+            report.as_ptr().cast(),
+            report.len() as ffi::Py_ssize_t,
+        );
+        if msg.is_null() {
+            return;
+        }
+        ffi::PyErr_SetObject(tp, msg);
+        ffi::Py_DECREF(msg);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The watchdog
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Report,
+    Exit,
+    Raise,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    limit: Duration,
+    action: Action,
+    fd: c_int,
+}
+
+/// The watchdog's settings (`None`: stopped) and whether its thread runs.
+struct Watch {
+    config: Option<Config>,
+    running: bool,
+}
+
+static WATCH: Mutex<Watch> = Mutex::new(Watch {
+    config: None,
+    running: false,
+});
+static WATCH_CV: Condvar = Condvar::new();
+
+/// How long the watchdog waits for the GIL to render Python stacks.
+const GIL_BOUND: Duration = Duration::from_secs(2);
+
+/// The Python renderer: `rthread.debug._watchdog_fire(reason, action) -> str`, which writes
+/// the report to the watchdog's file and returns it.
+static RENDER: AtomicPtr<PyObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Requests from the watchdog to the render helper thread.
+struct Render {
+    /// Request number; the helper serves `requested > served`.
+    requested: u64,
+    served: u64,
+    /// The helper holds the GIL for request `served + 1`.
+    started: u64,
+    reason: &'static str,
+    action: &'static str,
+    result: Option<(u64, String)>,
+    helper: bool,
+}
+
+static RENDER_STATE: Mutex<Render> = Mutex::new(Render {
+    requested: 0,
+    served: 0,
+    started: 0,
+    reason: "",
+    action: "",
+    result: None,
+    helper: false,
+});
+static RENDER_CV: Condvar = Condvar::new();
+
+fn interval(limit: Duration) -> Duration {
+    (limit / 4).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Report => "report",
+        Action::Exit => "exit",
+        Action::Raise => "raise",
+    }
+}
+
+/// The watchdog thread: snapshots every interval, reports each episode once, and acts.
+fn watchdog_main() {
+    let mut prev: Option<Snapshot> = None;
+    let mut reported: HashSet<(ThreadSlot, WaitToken)> = HashSet::new();
+    loop {
+        let cfg = {
+            let mut w = WATCH.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(cfg) = w.config else {
+                w.running = false;
+                return;
+            };
+            let (mut w, _) = WATCH_CV
+                .wait_timeout(w, interval(cfg.limit))
+                .unwrap_or_else(PoisonError::into_inner);
+            match w.config {
+                Some(c) => c,
+                None => {
+                    w.running = false;
+                    return;
+                }
+            }
+        };
+        if crate::finalizing::runtime_finalizing() {
+            continue;
+        }
+        let snap = diag::snapshot();
+        let min_age = cfg.limit.min(Duration::from_millis(200));
+        let cycles: Vec<Cycle> = prev
+            .as_ref()
+            .map(|p| snap.confirmed_cycles(p))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                c.threads.iter().all(|&t| {
+                    snap.thread(t)
+                        .and_then(|t| t.waited(snap.taken_at))
+                        .is_some_and(|d| d >= min_age)
+                })
+            })
+            .collect();
+        let long: Vec<(ThreadSlot, WaitToken)> = snap
+            .long_waits(cfg.limit)
+            .into_iter()
+            .filter(|t| !is_helper(t.ident))
+            .filter_map(|t| Some((t.slot, t.wait.as_ref()?.token)))
+            .collect();
+        let current: HashSet<(ThreadSlot, WaitToken)> = snap
+            .threads
+            .iter()
+            .filter_map(|t| Some((t.slot, t.wait.as_ref()?.token)))
+            .collect();
+        reported.retain(|w| current.contains(w));
+        let trigger: Vec<(ThreadSlot, WaitToken)> = cycles
+            .iter()
+            .flat_map(|c| c.waits(&snap))
+            .chain(long.iter().copied())
+            .collect();
+        if trigger.iter().any(|w| !reported.contains(w)) {
+            let reason = if cycles.is_empty() { "hang" } else { "deadlock" };
+            let text = render(reason, cfg, &snap);
+            *LAST_REPORT.lock().unwrap_or_else(PoisonError::into_inner) = text;
+            reported.extend(current.iter().copied());
+            if cfg.action == Action::Exit {
+                // SAFETY: `_exit` ends the process at once, as `os._exit` does; the report was
+                // written (and flushed by the renderer) first.
+                unsafe { libc::_exit(1) };
+            }
+        }
+        if cfg.action == Action::Raise {
+            for c in &cycles {
+                if let Some((slot, token)) = victim(c, &snap) {
+                    let _ = diag::cancel_wait(slot, token);
+                }
+            }
+        }
+        prev = Some(snap);
+    }
+}
+
+/// Ident of the render helper thread (0 = none): its waits are not hangs of the program.
+static HELPER_IDENT: AtomicU64 = AtomicU64::new(0);
+
+fn is_helper(ident: u64) -> bool {
+    ident != 0 && HELPER_IDENT.load(Ordering::Relaxed) == ident
+}
+
+/// The wait to abandon: the main thread's when it is in the cycle, or waits (through a chain)
+/// on one of its threads; else the cycle's own choice.
+fn victim(c: &Cycle, snap: &Snapshot) -> Option<(ThreadSlot, WaitToken)> {
+    if let Some(main) = snap.thread_by_ident(crate::thread::main_ident()) {
+        let mut t = main;
+        for _ in 0..=snap.threads.len() {
+            if c.threads.contains(&t.slot) {
+                if let Some(w) = main.wait.as_ref() {
+                    return Some((main.slot, w.token));
+                }
+                break;
+            }
+            match snap.edge(t).and_then(|e| snap.thread(e.to)) {
+                Some(next) => t = next,
+                None => break,
+            }
+        }
+    }
+    c.victim(snap)
+}
+
+/// Renders and writes the report: through Python (names, stacks, the user's file) if the GIL
+/// can be had within [`GIL_BOUND`], else the native report, without stacks, to `cfg.fd`.
+fn render(reason: &'static str, cfg: Config, snap: &Snapshot) -> String {
+    if !RENDER.load(Ordering::Acquire).is_null() {
+        let mut r = RENDER_STATE.lock().unwrap_or_else(PoisonError::into_inner);
+        if !r.helper {
+            r.helper = true;
+            if std::thread::Builder::new()
+                .name("rthread-report".into())
+                .spawn(helper_main)
+                .is_err()
+            {
+                r.helper = false;
+            }
+        }
+        if r.helper {
+            r.requested += 1;
+            let id = r.requested;
+            r.reason = reason;
+            r.action = action_name(cfg.action);
+            RENDER_CV.notify_all();
+            let end = Deadline::after(GIL_BOUND);
+            loop {
+                if let Some((rid, text)) = r.result.take() {
+                    if rid == id {
+                        return text;
+                    }
+                }
+                // Once the helper runs Python for this request, give it more time: the
+                // report is being written.
+                let bound = if r.started == id {
+                    Deadline::after(GIL_BOUND)
+                } else {
+                    end
+                };
+                let left = bound.remaining();
+                if left.is_zero() {
+                    break;
+                }
+                r = RENDER_CV
+                    .wait_timeout(r, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                if r.started != id && end.has_passed() {
+                    break;
+                }
+            }
+            // Abandoned: the helper skips it when it finally gets the GIL.
+            r.served = r.served.max(id);
+        }
+    }
+    let text = format!(
+        "rthread watchdog: {reason} ({} waits of at least {:.3}s)\n\
+         (Python thread names and stacks unavailable: the GIL could not be taken within {}s)\n{}",
+        snap.long_waits(cfg.limit).len(),
+        cfg.limit.as_secs_f64(),
+        GIL_BOUND.as_secs(),
+        snap.text()
+    );
+    write_fd(cfg.fd, text.as_bytes());
+    text
+}
+
+fn write_fd(fd: c_int, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid buffer of its length; a bad fd only makes write fail.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// The render helper: takes the GIL for each request and calls the Python renderer.
+fn helper_main() {
+    HELPER_IDENT.store(rthread_core::thread::current_ident(), Ordering::Relaxed);
+    loop {
+        let (id, reason, action) = {
+            let mut r = RENDER_STATE.lock().unwrap_or_else(PoisonError::into_inner);
+            while r.requested <= r.served {
+                r = RENDER_CV.wait(r).unwrap_or_else(PoisonError::into_inner);
+            }
+            (r.requested, r.reason, r.action)
+        };
+        if crate::finalizing::runtime_finalizing() {
+            let mut r = RENDER_STATE.lock().unwrap_or_else(PoisonError::into_inner);
+            r.served = r.served.max(id);
+            continue;
+        }
+        // SAFETY: this thread has no Python thread state; PyGILState_Ensure makes one and
+        // takes the GIL, and the matching release follows. The runtime is not finalizing
+        // (checked just above; a finalization starting in between is the one race left).
+        let gstate = unsafe { capi::PyGILState_Ensure() };
+        let text = {
+            let mut r = RENDER_STATE.lock().unwrap_or_else(PoisonError::into_inner);
+            if r.served >= id {
+                None
+            } else {
+                r.started = id;
+                drop(r);
+                // SAFETY: the GIL is held (PyGILState_Ensure above).
+                let py = unsafe { Python::assume_attached() };
+                Some(call_renderer(py, reason, action))
+            }
+        };
+        // SAFETY: pairs with the Ensure above; nothing of Python is kept.
+        unsafe { capi::PyGILState_Release(gstate) };
+        let mut r = RENDER_STATE.lock().unwrap_or_else(PoisonError::into_inner);
+        r.served = r.served.max(id);
+        if let Some(text) = text {
+            r.result = Some((id, text));
+        }
+        RENDER_CV.notify_all();
+    }
+}
+
+fn call_renderer(py: Python<'_>, reason: &str, action: &str) -> String {
+    let f = RENDER.load(Ordering::Acquire);
+    if f.is_null() {
+        return String::new();
+    }
+    // SAFETY: GIL held; RENDER holds a strong reference for the life of the process.
+    let f = unsafe { Bound::from_borrowed_ptr(py, f) };
+    match f.call1((reason, action)).and_then(|r| r.extract::<String>()) {
+        Ok(s) => s,
+        Err(e) => {
+            e.write_unraisable(py, Some(&f));
+            String::new()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `rthread._rthread_debug` module
+
+/// Whether `obj` is one of rthread's lock objects, and its record: `(kind, id, holder
+/// word, site, owner ident)`.
+pub type LockRecord = (&'static str, u64, Option<u32>, u32, Option<u64>);
+
+fn site_tuple(py: Python<'_>, id: Option<diag::SiteId>) -> PyResult<Py<PyAny>> {
+    Ok(match id.and_then(diag::site) {
+        Some(s) => (s.file.to_string(), s.line, s.function.to_string())
+            .into_pyobject(py)?
+            .into_any()
+            .unbind(),
+        None => py.None(),
+    })
+}
+
+fn kind_name(k: Option<LockKind>) -> Option<&'static str> {
+    k.map(|k| match k {
+        LockKind::Mutex => "mutex",
+        LockKind::Signal => "signal",
+        LockKind::Reentrant => "reentrant",
+    })
+}
+
+fn wait_kind(w: WaitFor) -> (&'static str, u64) {
+    match w {
+        WaitFor::Lock(id) => ("lock", id.0),
+        WaitFor::RLock(id) => ("rlock", id.0),
+        WaitFor::Join(slot) => ("join", u64::from(slot.index())),
+        WaitFor::JoinIdent(ident) => ("join", ident),
+        WaitFor::Other { object, .. } => ("other", object),
+    }
+}
+
+#[pyfunction]
+fn set_enabled(on: bool) {
+    diag::set_track_held(on);
+    DIAGNOSTIC.store(on, Ordering::Relaxed);
+}
+
+#[pyfunction]
+fn is_enabled() -> bool {
+    DIAGNOSTIC.load(Ordering::Relaxed)
+}
+
+/// `configure(deadlock_error, renderer)`: the types and callback of `rthread.debug`.
+#[pyfunction]
+fn configure(error: Bound<'_, PyAny>, renderer: Bound<'_, PyAny>) {
+    DEADLOCK_ERROR.store(error.into_ptr(), Ordering::Release);
+    RENDER.store(renderer.into_ptr(), Ordering::Release);
+}
+
+/// In a fork child: the watchdog and render threads did not survive, and only the forking
+/// thread is left in the registry.
+pub fn after_fork_child() {
+    diag::after_fork_child();
+    // A mutex held by a thread that is gone stays held in the child: only try them.
+    if let Ok(mut w) = WATCH.try_lock() {
+        w.running = false;
+        w.config = None;
+    }
+    if let Ok(mut r) = RENDER_STATE.try_lock() {
+        r.helper = false;
+        r.served = r.requested;
+    }
+    SLICED.store(false, Ordering::Relaxed);
+    HELPER_IDENT.store(0, Ordering::Relaxed);
+}
+
+/// The raw snapshot: `(taken_at_ns, threads, cycles)`; times are monotonic nanoseconds
+/// (`time.monotonic_ns()` uses the same clock).
+#[pyfunction]
+fn snapshot(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    let snap = py.detach(diag::snapshot);
+    snapshot_to_py(py, &snap)
+}
+
+fn snapshot_to_py(py: Python<'_>, snap: &Snapshot) -> PyResult<Py<PyAny>> {
+    let ident_of = |slot: ThreadSlot| snap.thread(slot).map(|t| t.ident);
+    let threads = PyList::empty(py);
+    for t in &snap.threads {
+        if is_helper(t.ident) {
+            continue;
+        }
+        let d = PyDict::new(py);
+        d.set_item("ident", t.ident)?;
+        d.set_item("native_id", t.native_id)?;
+        d.set_item("torn", t.torn)?;
+        match &t.wait {
+            Some(w) => {
+                let wd = PyDict::new(py);
+                let (kind, object) = wait_kind(w.what);
+                wd.set_item("kind", kind)?;
+                wd.set_item("object", object)?;
+                wd.set_item("site", site_tuple(py, w.site)?)?;
+                wd.set_item("timed", w.timed)?;
+                wd.set_item("since_ns", w.since.as_nanos())?;
+                wd.set_item("holder", w.holder.and_then(ident_of))?;
+                wd.set_item("lock_kind", kind_name(w.lock_kind))?;
+                wd.set_item("stable", w.stable)?;
+                wd.set_item("cancel_requested", w.cancel_requested)?;
+                d.set_item("wait", wd)?;
+            }
+            None => d.set_item("wait", py.None())?,
+        }
+        let held = PyList::empty(py);
+        for h in &t.held {
+            let hd = PyDict::new(py);
+            hd.set_item("object", h.lock.0)?;
+            hd.set_item("site", site_tuple(py, h.site)?)?;
+            hd.set_item("since_ns", h.since.as_nanos())?;
+            held.append(hd)?;
+        }
+        d.set_item("held", held)?;
+        threads.append(d)?;
+    }
+    let cycles = PyList::empty(py);
+    for c in snap.cycles() {
+        let cd = PyDict::new(py);
+        cd.set_item(
+            "certainty",
+            if c.certainty == Certainty::Certain {
+                "certain"
+            } else {
+                "suspected"
+            },
+        )?;
+        let edges = PyList::empty(py);
+        for e in &c.edges {
+            let ed = PyDict::new(py);
+            let (kind, object) = wait_kind(e.via);
+            ed.set_item("from", ident_of(e.from))?;
+            ed.set_item("to", ident_of(e.to))?;
+            ed.set_item("kind", kind)?;
+            ed.set_item("object", object)?;
+            ed.set_item("lock_kind", kind_name(e.lock_kind))?;
+            ed.set_item(
+                "certainty",
+                if e.certainty == Certainty::Certain {
+                    "certain"
+                } else {
+                    "suspected"
+                },
+            )?;
+            edges.append(ed)?;
+        }
+        cd.set_item("edges", edges)?;
+        cycles.append(cd)?;
+    }
+    Ok((snap.taken_at.as_nanos(), threads, cycles)
+        .into_pyobject(py)?
+        .into_any()
+        .unbind())
+}
+
+/// The record of a lock or RLock object: `(kind, id, holder ident or None, signal, site,
+/// locked)`, or None for other objects.
+#[pyfunction]
+fn lock_info(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    // SAFETY: GIL held; `obj` is alive for the call.
+    let rec: Option<LockRecord> = unsafe {
+        crate::lock::record(obj.as_ptr()).or_else(|| crate::rlock::record(obj.as_ptr()))
+    };
+    let Some((kind, id, word, site, owner)) = rec else {
+        return Ok(py.None());
+    };
+    let (holder, signal) = match (word, owner) {
+        (Some(word), _) => {
+            let snap = py.detach(diag::snapshot);
+            let packed = word & 0x7FFF_FFFF;
+            let holder = snap
+                .threads
+                .iter()
+                .find(|t| packed != 0 && t.slot.matches_packed(packed))
+                .map(|t| t.ident);
+            (holder, word & 0x8000_0000 != 0)
+        }
+        (None, Some(owner)) => ((owner != 0).then_some(owner), false),
+        (None, None) => (None, false),
+    };
+    Ok((
+        kind,
+        id,
+        holder,
+        signal,
+        site_tuple(py, diag::SiteId::from_u32(site))?,
+    )
+        .into_pyobject(py)?
+        .into_any()
+        .unbind())
+}
+
+/// The native text report (no Python names or stacks): what the watchdog prints when the GIL
+/// cannot be had.
+#[pyfunction]
+fn native_report(py: Python<'_>) -> String {
+    py.detach(|| diag::snapshot().text())
+}
+
+/// `watchdog(seconds or None, action, fd)`.
+#[pyfunction]
+fn watchdog(seconds: Option<f64>, action: &str, fd: c_int) -> PyResult<()> {
+    let action = match action {
+        "report" => Action::Report,
+        "exit" => Action::Exit,
+        "raise" => Action::Raise,
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "action must be 'report', 'exit' or 'raise'",
+            ))
+        }
+    };
+    let mut w = WATCH.lock().unwrap_or_else(PoisonError::into_inner);
+    match seconds {
+        None => {
+            w.config = None;
+            SLICED.store(false, Ordering::Relaxed);
+        }
+        Some(s) => {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "seconds must be a positive number",
+                ));
+            }
+            w.config = Some(Config {
+                limit: Duration::from_secs_f64(s),
+                action,
+                fd,
+            });
+            SLICED.store(action == Action::Raise, Ordering::Relaxed);
+            if !w.running {
+                std::thread::Builder::new()
+                    .name("rthread-watchdog".into())
+                    .spawn(watchdog_main)
+                    .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+                w.running = true;
+            }
+        }
+    }
+    WATCH_CV.notify_all();
+    Ok(())
+}
+
+/// Creates `rthread._rthread_debug` and registers it in `sys.modules` (not as an attribute of
+/// `_rthread`, whose namespace must stay `_thread`'s).
+pub fn create_module(py: Python<'_>) -> PyResult<()> {
+    let m = PyModule::new(py, "rthread._rthread_debug")?;
+    m.add_function(wrap_pyfunction!(set_enabled, &m)?)?;
+    m.add_function(wrap_pyfunction!(is_enabled, &m)?)?;
+    m.add_function(wrap_pyfunction!(configure, &m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot, &m)?)?;
+    m.add_function(wrap_pyfunction!(lock_info, &m)?)?;
+    m.add_function(wrap_pyfunction!(native_report, &m)?)?;
+    m.add_function(wrap_pyfunction!(watchdog, &m)?)?;
+    let modules = py.import("sys")?.getattr("modules")?;
+    modules.set_item("rthread._rthread_debug", m)?;
+    Ok(())
+}
