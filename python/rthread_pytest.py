@@ -41,6 +41,7 @@ import pytest
 SECTION = "rthread"
 OPTION = "--rthread-watchdog"
 INI = "rthread_watchdog"
+RESEND = 0.2
 
 _HOW_TO_ACTIVATE = (
     "%s needs rthread as the process's _thread, and this pytest runs on the built-in "
@@ -250,12 +251,28 @@ class _Watchdog:
                            "'%s' section" % (self.seconds, SECTION))
                 self.interrupt = (phase, message, report)
                 self.interrupted.append("%s (%s)" % (phase[0].nodeid, phase[1]))
-                import signal
-
-                signal.pthread_kill(self.main_ident, self.signum)
-                if not self.wakeup.wait_for(lambda: self.phase is not phase or self.closing,
-                                            self.grace):
+                if not self._interrupt_main(phase):
                     self._give_up(phase, report)
+
+    def _interrupt_main(self, phase):
+        """Signals the main thread until the phase ends (True) or the grace period is
+        over (False). Called with the lock held.
+
+        Sent again every RESEND seconds: a signal that lands while the waiting thread
+        is between two of its sleeps (a waiter taking the GIL back, for instance) is
+        only acted on at its next interruption."""
+        import signal
+        import time
+
+        end = time.monotonic() + self.grace
+        while True:
+            signal.pthread_kill(self.main_ident, self.signum)
+            left = end - time.monotonic()
+            if self.wakeup.wait_for(lambda: self.phase is not phase or self.closing,
+                                    max(0.0, min(RESEND, left))):
+                return True
+            if time.monotonic() >= end:
+                return False
 
     def _on_signal(self, signum, frame):
         sent = self.interrupt
