@@ -200,7 +200,13 @@ class _Watchdog:
         parts = []
         error = call.excinfo.value if call.excinfo is not None else None
         if isinstance(error, self.debug.DeadlockError):
-            parts.append(getattr(error, "report", None) or str(error))
+            report = getattr(error, "report", None) or str(error)
+            parts.append(report)
+            # The report goes to the section, once: the failure itself shows its
+            # first line (the exception keeps the whole of it in .report).
+            if error.args == (report,):
+                first = report.strip().splitlines()[0] if report.strip() else "deadlock"
+                error.args = ("%s; the report is in the '%s' section" % (first, SECTION),)
         with self.lock:
             written = self.sink.take()
             sent = self.interrupt
