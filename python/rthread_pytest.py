@@ -114,12 +114,14 @@ class _Sink:
     pytest's capture), for the report the watchdog writes natively when it cannot
     have the GIL."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, lock):
         self._fd = fd
-        self.parts = []
+        self._lock = lock
+        self._parts = []
 
     def write(self, text):
-        self.parts.append(text)
+        with self._lock:
+            self._parts.append(text)
         return len(text)
 
     def flush(self):
@@ -129,8 +131,18 @@ class _Sink:
         return self._fd
 
     def take(self):
-        text, self.parts = "".join(self.parts), []
+        with self._lock:
+            text, self._parts = "".join(self._parts), []
         return text
+
+    def to_terminal(self):
+        """Writes out what came outside any test phase (collection, between tests)."""
+        text = self.take()
+        if text:
+            try:
+                os.write(self._fd, text.encode("utf-8", "replace"))
+            except OSError:
+                pass
 
 
 class _Watchdog:
@@ -152,7 +164,7 @@ class _Watchdog:
         self.exitstatus = 1
         # pytest's capture is suspended between phases, so fd 2 is the terminal here.
         self.terminal_fd = os.dup(2)
-        self.sink = _Sink(self.terminal_fd)
+        self.sink = _Sink(self.terminal_fd, threading.Lock())
         self.signum = _interrupt_signal(signal)
         self.previous_handler = signal.signal(self.signum, self._on_signal)
         debug.watchdog(seconds, action="raise", file=self.sink)
@@ -165,8 +177,8 @@ class _Watchdog:
     def _run_phase(self, item, when):
         import time
 
+        self.sink.to_terminal()  # not this phase's
         with self.lock:
-            self.sink.take()  # not this phase's
             self.phase = (item, when, time.monotonic())
             self.interrupt = None
             self.wakeup.notify_all()
@@ -335,6 +347,7 @@ class _Watchdog:
             self.wakeup.notify_all()
         try:
             self.debug.watchdog(None)
+            self.sink.to_terminal()
         finally:
             signal.signal(self.signum, self.previous_handler)
             self.helper.join(5)

@@ -247,3 +247,40 @@ def test_a_hang_that_cannot_be_interrupted_is_reported_and_ends_the_run(tmp_path
     after = output.split("could not be interrupted", 1)[1]
     assert "rthread report, " in after and "test_main_thread_blocks_every_signal" in after
     assert "test_never_reached" not in output
+
+
+DEADLOCK_AT_IMPORT = """\
+import threading
+
+first = threading.Lock()
+second = threading.Lock()
+both_hold = threading.Barrier(2)
+
+
+def _other():
+    with second:
+        both_hold.wait()
+        with first:
+            pass
+
+
+_t = threading.Thread(target=_other, name="import-time-thread")
+_t.start()
+with first:
+    both_hold.wait()
+    with second:
+        pass
+
+
+def test_never_collected():
+    pass
+"""
+
+
+def test_a_deadlock_while_collecting_is_reported_on_the_terminal(tmp_path):
+    proc = run_pytest(tmp_path, DEADLOCK_AT_IMPORT, "--rthread-watchdog=2")
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # collection error
+    assert "ERROR collecting test_generated.py" in proc.stdout, proc.stdout
+    assert "DeadlockError" in proc.stdout
+    # What the watchdog wrote outside any test phase reaches the terminal.
+    assert "import-time-thread" in proc.stderr and "Found 1 deadlock" in proc.stderr, proc.stderr
