@@ -15,6 +15,7 @@
 //! Nothing here touches Python while the GIL is released; [`wait`] keeps its guard alive only
 //! between the GIL release and the re-acquire, never across the re-acquire (see `acquire.rs`
 //! on forced unwinds).
+use std::cell::{Cell, UnsafeCell};
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -88,7 +89,25 @@ type SiteMap = HashMap<(usize, c_int), u32, std::hash::BuildHasherDefault<KeyHas
 /// Every code object in it is kept alive by one reference taken when it was added, so an
 /// address is never reused while it is a key. Used with the GIL held only (the mutex is
 /// never contended).
-static SITE_CACHE: Mutex<Option<SiteMap>> = Mutex::new(None);
+static SITE_CACHE: GilCell<Option<SiteMap>> = GilCell(UnsafeCell::new(None));
+
+/// A value only touched with the GIL held (the module is never used without the GIL:
+/// `gil_used = true`), so the GIL serialises every access; cheaper than a mutex on the
+/// allocation path.
+struct GilCell<T>(UnsafeCell<T>);
+
+// SAFETY: every access goes through `GilCell::with`, whose callers hold the GIL, and the GIL
+// lets one thread at a time run them; the closure cannot reach Python (it gets only `&mut T`).
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    /// # Safety
+    /// The GIL must be held, and `f` must not release it or reach Python.
+    unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: the GIL serialises the callers (see the `Sync` impl); `f` cannot re-enter.
+        f(unsafe { &mut *self.0.get() })
+    }
+}
 
 /// The frame's position for the cache key.
 ///
@@ -117,11 +136,10 @@ unsafe fn frame_position(frame: *mut ffi::PyFrameObject) -> c_int {
 unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 {
     // SAFETY: forwarded.
     let key = (code as usize, unsafe { frame_position(frame) });
+    // SAFETY: GIL held (caller); the closure only reads the map.
+    if let Some(id) = unsafe { SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied())) }
     {
-        let cache = SITE_CACHE.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(&id) = cache.as_ref().and_then(|c| c.get(&key)) {
-            return id;
-        }
+        return id;
     }
     // SAFETY: forwarded.
     let line = unsafe { ffi::PyFrame_GetLineNumber(frame) };
@@ -137,9 +155,15 @@ unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 
             diag::intern_site(&file, u32::try_from(line).unwrap_or(0), &func).as_u32()
         }
     };
-    let mut cache = SITE_CACHE.lock().unwrap_or_else(PoisonError::into_inner);
-    let map = cache.get_or_insert_with(SiteMap::default);
-    if map.insert(key, id).is_none() {
+    // SAFETY: GIL held (caller); the closure only touches the map.
+    let new = unsafe {
+        SITE_CACHE.with(|c| {
+            c.get_or_insert_with(SiteMap::default)
+                .insert(key, id)
+                .is_none()
+        })
+    };
+    if new {
         // SAFETY: GIL held; the reference keeps the key's address from being reused.
         unsafe { ffi::Py_INCREF(code) };
     }
@@ -226,6 +250,30 @@ static DIAGNOSTIC: AtomicBool = AtomicBool::new(false);
 /// A "raise" watchdog is on: waits sleep in [`CANCEL_SLICE`]s to notice cancellation.
 static SLICED: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// The calling thread's packed registry slot (0: not registered yet). A `const`
+    /// thread-local without destructor: one load, no lazy-init check, on the acquire path.
+    static PACKED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The calling thread's packed slot, registering it on first use (0 if it cannot be).
+#[inline(always)]
+fn my_packed() -> u32 {
+    let p = PACKED.with(Cell::get);
+    if p != 0 {
+        p
+    } else {
+        register_packed()
+    }
+}
+
+#[cold]
+fn register_packed() -> u32 {
+    let p = diag::register_current_thread().map_or(0, ThreadSlot::packed);
+    PACKED.with(|c| c.set(p));
+    p
+}
+
 /// Records the calling thread as a plain lock's holder (call right after acquiring).
 ///
 /// # Safety
@@ -235,7 +283,7 @@ pub unsafe fn acquired(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
         return;
     }
-    holder.set_current();
+    holder.set_packed(my_packed());
     if DIAGNOSTIC.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
         unsafe { push_held(id) };
@@ -259,7 +307,7 @@ pub fn releasing(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
         return;
     }
-    let outcome = holder.release_current();
+    let outcome = holder.release_packed(PACKED.with(Cell::get));
     if DIAGNOSTIC.load(Ordering::Relaxed) {
         remove_held(outcome, id);
     }
@@ -334,11 +382,7 @@ pub fn wait(
     if COMPILED_OUT {
         return Waited::Done(block(deadline));
     }
-    let guard = WaitGuard::begin(
-        on.what,
-        diag::SiteId::from_u32(on.site),
-        deadline.is_some(),
-    );
+    let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), deadline.is_some());
     guard.armed(on.held_by, None, || {
         if !SLICED.load(Ordering::Relaxed) {
             return Waited::Done(block(deadline));
@@ -525,7 +569,11 @@ fn watchdog_main() {
             .chain(long.iter().copied())
             .collect();
         if trigger.iter().any(|w| !reported.contains(w)) {
-            let reason = if cycles.is_empty() { "hang" } else { "deadlock" };
+            let reason = if cycles.is_empty() {
+                "hang"
+            } else {
+                "deadlock"
+            };
             let text = render(reason, cfg, &snap);
             *LAST_REPORT.lock().unwrap_or_else(PoisonError::into_inner) = text;
             reported.extend(current.iter().copied());
@@ -698,7 +746,10 @@ fn call_renderer(py: Python<'_>, reason: &str, action: &str) -> String {
     }
     // SAFETY: GIL held; RENDER holds a strong reference for the life of the process.
     let f = unsafe { Bound::from_borrowed_ptr(py, f) };
-    match f.call1((reason, action)).and_then(|r| r.extract::<String>()) {
+    match f
+        .call1((reason, action))
+        .and_then(|r| r.extract::<String>())
+    {
         Ok(s) => s,
         Err(e) => {
             e.write_unraisable(py, Some(&f));
@@ -868,9 +919,8 @@ fn snapshot_to_py(py: Python<'_>, snap: &Snapshot) -> PyResult<Py<PyAny>> {
 #[pyfunction]
 fn lock_info(py: Python<'_>, obj: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     // SAFETY: GIL held; `obj` is alive for the call.
-    let rec: Option<LockRecord> = unsafe {
-        crate::lock::record(obj.as_ptr()).or_else(|| crate::rlock::record(obj.as_ptr()))
-    };
+    let rec: Option<LockRecord> =
+        unsafe { crate::lock::record(obj.as_ptr()).or_else(|| crate::rlock::record(obj.as_ptr())) };
     let Some((kind, id, word, site, owner)) = rec else {
         return Ok(py.None());
     };

@@ -48,7 +48,13 @@ pub unsafe fn record(obj: *mut PyObject) -> Option<crate::debug::LockRecord> {
             return None;
         }
         let this = &*obj.cast::<RLockObject>();
-        Some(("RLock", obj as u64, None, this.site, Some(this.rlock.owner())))
+        Some((
+            "RLock",
+            obj as u64,
+            None,
+            this.site,
+            Some(this.rlock.owner()),
+        ))
     }
 }
 

@@ -260,6 +260,32 @@ impl Holder {
         }
     }
 
+    /// Records the holder in its packed form ([`ThreadSlot::packed`]; 0 = nobody), for callers
+    /// that cache their own packed slot (a `const` thread-local is cheaper to read than the
+    /// registry's). Keeps the `SIGNAL` bit.
+    #[inline]
+    pub fn set_packed(&self, packed: u32) {
+        let signal = self.0.load(Ordering::Relaxed) & SIGNAL_BIT;
+        self.0
+            .store(signal | (packed & !SIGNAL_BIT), Ordering::Relaxed);
+    }
+
+    /// [`Holder::release_by`] with the releaser in packed form (0 = an unregistered thread).
+    #[inline]
+    pub fn release_packed(&self, releaser: u32) -> Released {
+        let old = self.0.load(Ordering::Relaxed);
+        let holder = old & !SIGNAL_BIT;
+        if holder != 0 && holder == releaser & !SIGNAL_BIT {
+            self.0.store(old & SIGNAL_BIT, Ordering::Relaxed);
+            return Released::ByAcquirer;
+        }
+        if holder == 0 {
+            return Released::Unknown;
+        }
+        self.0.store(SIGNAL_BIT, Ordering::Relaxed);
+        Released::ByOther(holder)
+    }
+
     /// Forgets the holder (call just before releasing). Keeps the `SIGNAL` bit.
     #[inline]
     pub fn clear(&self) {
@@ -1186,6 +1212,15 @@ mod tests {
         assert_eq!(h.holder_packed(), Some(b.packed()));
         assert_eq!(h.release_by(Some(b)), Released::ByAcquirer);
         assert_eq!(h.kind(), LockKind::Signal);
+        // The packed forms agree with the slot forms.
+        let p = Holder::new();
+        p.set_packed(a.packed());
+        assert_eq!(p.holder_packed(), Some(a.packed()));
+        assert_eq!(p.release_packed(a.packed()), Released::ByAcquirer);
+        assert_eq!(p.release_packed(a.packed()), Released::Unknown);
+        p.set_packed(a.packed());
+        assert_eq!(p.release_packed(0), Released::ByOther(a.packed()));
+        assert_eq!(p.kind(), LockKind::Signal);
         // A waiter holding the lock itself makes it a signal; another waiter sees a mutex.
         let m = Holder::new();
         m.set(a);
