@@ -5,6 +5,10 @@ the running interpreter (same results, exceptions, messages and reprs), on
 faster primitives implemented in Rust. ``rthread.install()`` makes it the
 process's ``_thread``, so that ``threading`` and the rest of the standard
 library run on it.
+
+PYTEST_DONT_REWRITE: pytest marks the packages of a distribution that has a pytest
+plugin (``rthread_pytest``) for assertion rewriting, and would warn that this one
+was imported before pytest (by RTHREAD=1 or -m rthread); there is nothing to rewrite.
 """
 
 import sys as _sys

@@ -24,7 +24,7 @@ import os
 import sys
 
 USAGE = """\
-usage: python [python options] -m rthread PROGRAM [args ...]
+usage: python [python options] -m rthread [options] PROGRAM [args ...]
 
 Runs PROGRAM as plain python would, with rthread as the process's _thread:
 
@@ -40,38 +40,102 @@ environment instead: the 00-rthread.pth file installed with rthread then activat
 in every interpreter that starts with it (python -S skips .pth files). A script named
 "bench" runs as ./bench.
 
-Options:
-  -h, --help    show this help and exit
-  --            end of options: the next argument is the script, even if it starts with -
+Options (before PROGRAM):
+  -h, --help              show this help and exit
+  --watchdog SECONDS      report any thread that waits longer than SECONDS for a lock,
+                          a join, a Condition, Event or Queue, and any deadlock cycle:
+                          who holds what, who waits for what, with every thread's stack
+  --on-hang ACTION        what the watchdog does then: report (default: print the report
+                          on stderr, once per hang), exit (print it, then end the process
+                          with a non-zero status), raise (print it and break a deadlock cycle:
+                          one waiter, the main thread when it is in the cycle or waits on
+                          it, gets rthread.debug.DeadlockError out of acquire() or join())
+  --report-signal SIGNAL  print the report when the process gets SIGNAL (a name such as
+                          SIGUSR1, or a number), as often as it comes
+  --                      end of options: the next argument is the script, even if it
+                          starts with -
+
+With RTHREAD=1, the environment variables RTHREAD_WATCHDOG=SECONDS, RTHREAD_ON_HANG=ACTION
+and RTHREAD_REPORT_SIGNAL=SIGNAL do the same, in every interpreter that starts with them
+(this process and its children).
 """
 
 class _UsageError(Exception):
     pass
 
 
+# Options taking a value: option -> (parser, key of the options dict).
+def _option_parsers():
+    from ._debug_options import parse_action, parse_seconds, parse_signal
+
+    return {
+        "--watchdog": (parse_seconds, "watchdog"),
+        "--on-hang": (parse_action, "action"),
+        "--report-signal": (parse_signal, "report_signal"),
+    }
+
+
+def _parse_options(argv):
+    """``(options, rest)``: the options that come before the program, parsed strictly."""
+    options = {}
+    parsers = None
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if not word.startswith("--") or word == "--":
+            break
+        name, equals, value = word.partition("=")
+        if parsers is None:
+            parsers = _option_parsers()
+        if name not in parsers:
+            if name in ("--help",) and not equals:
+                break
+            raise _UsageError("unknown option %s (python's own options go before -m rthread)"
+                              % name)
+        if not equals:
+            if index + 1 >= len(argv):
+                raise _UsageError("argument expected for the %s option" % name)
+            index += 1
+            value = argv[index]
+        parser, key = parsers[name]
+        try:
+            options[key] = parser(value)
+        except ValueError as exc:
+            raise _UsageError("%s: %s" % (name, exc))
+        index += 1
+    if "action" in options and "watchdog" not in options:
+        raise _UsageError("--on-hang needs --watchdog SECONDS")
+    return options, argv[index:]
+
+
 def _parse(argv):
-    """``(kind, target, args)``: kind is "help", "script", "module", "command" or "stdin"."""
+    """``(kind, target, args, options)``: kind is "help", "script", "module", "command"
+    or "stdin"; options are the keyword arguments of _debug_options.apply()."""
+    options, argv = _parse_options(argv)
     if not argv:
-        raise _UsageError(None)
+        raise _UsageError("a program is expected after the options" if options else None)
     first = argv[0]
     if first in ("-h", "--help"):
-        return "help", None, []
+        return "help", None, [], {}
     if first == "--":
         if len(argv) < 2:
             raise _UsageError("-- must be followed by a script")
-        return "script", argv[1], argv[2:]
+        return "script", argv[1], argv[2:], options
     if first == "-":
-        return "stdin", "-", argv[1:]
+        return "stdin", "-", argv[1:], options
     if first.startswith("-m") or first.startswith("-c"):
         kind = "module" if first[1] == "m" else "command"
         if len(first) > 2:
-            return kind, first[2:], argv[1:]
+            return kind, first[2:], argv[1:], options
         if len(argv) < 2:
             raise _UsageError("argument expected for the %s option" % first)
-        return kind, argv[1], argv[2:]
+        return kind, argv[1], argv[2:], options
     if first.startswith("-"):
         raise _UsageError("unknown option %s (python's own options go before -m rthread)" % first)
-    return "script", first, argv[1:]
+    if first == "bench" and options:
+        raise _UsageError("the options above are for programs, not bench "
+                          "(a script named bench runs as ./bench)")
+    return "script", first, argv[1:], options
 
 
 def _activate():
@@ -323,13 +387,26 @@ def _not_started(kind, target, exc, own):
     return None
 
 
+def _describe_options(options):
+    words = []
+    if "watchdog" in options:
+        words.append("--watchdog")
+    if "report_signal" in options:
+        words.append("--report-signal")
+    return " and ".join(words)
+
+
 def main(argv):
     try:
-        kind, target, args = _parse(argv)
+        kind, target, args, options = _parse(argv)
     except _UsageError as exc:
-        if exc.args[0]:
-            print("rthread: %s" % exc.args[0], file=sys.stderr)
-        print(USAGE, end="", file=sys.stderr)
+        if not exc.args[0]:
+            print(USAGE, end="", file=sys.stderr)
+        else:
+            # As argparse does: the usage line, the error, status 2.
+            print(USAGE.splitlines()[0], file=sys.stderr)
+            print("rthread: error: %s (python -m rthread --help tells more)" % exc.args[0],
+                  file=sys.stderr)
         return 2
     if kind == "help":
         print(USAGE, end="")
@@ -338,6 +415,16 @@ def main(argv):
     if problem is not None:
         print("rthread: " + problem, file=sys.stderr)
         return 1
+    if options:
+        from . import _debug_options
+
+        try:
+            _debug_options.apply(**options)
+        except Exception as exc:
+            print("rthread: cannot set up %s: %s" % (
+                _describe_options(options), _debug_options.describe_failure(exc)),
+                file=sys.stderr)
+            return 1
     main_module = sys.modules.get("__main__")
     # Namespaces whose frames are left out of tracebacks: the interpreter's
     # __main__ (running -m rthread's __main__.py) and this module; runpy's is

@@ -6,16 +6,26 @@ the program, so rthread is normally installed before anything imports ``threadin
 If something did get there first (a .pth file that sorts earlier, for example),
 activation is skipped with a one-line warning and the interpreter goes on with the
 built-in ``_thread``: start-up must never fail because of rthread.
+
+Once rthread is active, the hang-report variables ``RTHREAD_WATCHDOG=SECONDS``,
+``RTHREAD_ON_HANG=report|exit|raise`` and ``RTHREAD_REPORT_SIGNAL=SIGUSR1`` (see
+``rthread._debug_options``) are set up, the same as ``python -m rthread``'s options.
+Like RTHREAD=1 itself they reach every child interpreter that inherits the
+environment. An invalid value is one line on stderr and is ignored. When none is
+set, this costs three dictionary look-ups.
 """
 
+import os
 import sys
 
 
 def _activate():
+    """Installs rthread; whether it is active."""
     try:
         import rthread
 
         rthread.install()
+        return True
     except Exception as exc:  # never let interpreter start-up fail
         reason = str(exc)
         if isinstance(exc, RuntimeError):
@@ -31,6 +41,22 @@ def _activate():
         if sys.stderr is not None:
             print("rthread: RTHREAD=1 ignored, running on the built-in _thread: " + reason,
                   file=sys.stderr)
+        return False
 
 
-_activate()
+def _hang_options(environ):
+    if not (environ.get("RTHREAD_WATCHDOG") or environ.get("RTHREAD_ON_HANG")
+            or environ.get("RTHREAD_REPORT_SIGNAL")):
+        return
+    try:
+        from rthread import _debug_options
+
+        _debug_options.apply_environment(environ, sys.stderr)
+    except Exception as exc:  # never let interpreter start-up fail
+        if sys.stderr is not None:
+            print("rthread: RTHREAD_* hang-report settings ignored: %r" % (exc,),
+                  file=sys.stderr)
+
+
+if _activate():
+    _hang_options(os.environ)
