@@ -184,9 +184,17 @@ JOINABLE = hasattr(M, "start_joinable_thread")
 ev = M.allocate_lock()
 ev.acquire()
 if JOINABLE:
-    # ev.acquire, not a lambda: a function would keep __main__'s globals
-    # (and so this object) alive through the running thread.
-    running = M.start_joinable_thread(ev.acquire, daemon=True)
+    # The running thread must have entered Python before the program ends: a
+    # thread that only starts once finalization began never runs, and its
+    # handle reads done (both modules). Its function gets globals of its own,
+    # not __main__'s, which it would keep alive (and with them `keep` below).
+    import functools
+    ns = {}
+    exec("def run(started, ev):\n    started.release()\n    ev.acquire()\n", ns)
+    started = M.allocate_lock()
+    started.acquire()
+    running = M.start_joinable_thread(functools.partial(ns["run"], started, ev), daemon=True)
+    started.acquire()
     finished = M.start_joinable_thread(int, daemon=True)
     finished.join()
 
