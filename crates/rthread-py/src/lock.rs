@@ -40,11 +40,11 @@ static TYPE: AtomicPtr<PyTypeObject> = AtomicPtr::new(ptr::null_mut());
 /// The GIL must be held and the module initialised.
 pub unsafe fn new_lock() -> *mut PyObject {
     let tp = TYPE.load(Ordering::Relaxed);
-    // SAFETY: GIL held; `tp` is the lock type created at module init, whose
-    // basicsize is `LockObject`'s size; the fields are initialised before the
-    // object is handed out.
+    // SAFETY: GIL held; `tp` is the lock type created at module init: not
+    // subclassable, not GC-tracked, no pre-header, basicsize `LockObject`'s
+    // size; every field is written below before the object is handed out.
     unsafe {
-        let obj = ffi::PyType_GenericAlloc(tp, 0);
+        let obj = pytype::alloc_plain(tp);
         if obj.is_null() {
             return obj;
         }

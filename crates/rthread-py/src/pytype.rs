@@ -87,6 +87,32 @@ pub unsafe fn free_instance(obj: *mut PyObject) {
     }
 }
 
+/// A new instance of `tp` for the allocation-heavy types (lock, and the
+/// exact RLock type): `tp_basicsize` bytes from the object allocator with the
+/// object header initialised (and, for a heap type, the reference to it that
+/// [`free_instance`] drops), every other field left for the caller to write.
+/// Cheaper than `PyType_GenericAlloc`, which also zeroes the memory and checks
+/// for the cycle collector and item sizes. NULL with `MemoryError` on failure.
+///
+/// # Safety
+/// The GIL must be held; `tp` is a live type whose instances are fixed-size,
+/// not tracked by the cycle collector, without a pre-header (no managed
+/// dict or weak references), and freed with `PyObject_Free`.
+#[inline]
+pub unsafe fn alloc_plain(tp: *mut ffi::PyTypeObject) -> *mut PyObject {
+    // SAFETY: per the contract; PyObject_Init sets the type (increfing a heap
+    // type, as GenericAlloc does) and the reference count of the new block.
+    unsafe {
+        debug_assert!((*tp).tp_flags & ffi::Py_TPFLAGS_HAVE_GC == 0);
+        debug_assert!((*tp).tp_itemsize == 0);
+        let obj = ffi::PyObject_Malloc((*tp).tp_basicsize as usize).cast::<PyObject>();
+        if obj.is_null() {
+            return ffi::PyErr_NoMemory();
+        }
+        ffi::PyObject_Init(obj, tp)
+    }
+}
+
 /// Whether rthread's types are static types (3.9) rather than heap types.
 /// Their `tp_traverse` must then not visit the instance's type:
 /// `subtype_traverse` visits a subclass's, and a static type is not tracked.

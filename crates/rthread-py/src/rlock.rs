@@ -99,8 +99,15 @@ unsafe extern "C-unwind" fn new(
                 return ptr::null_mut();
             }
         }
-        let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-        let obj = alloc(tp, 0);
+        // The RLock type itself (not GC-tracked, no pre-header) takes the
+        // plain allocation; a Python subclass may have a __dict__ and be
+        // tracked, so it goes through its own tp_alloc.
+        let obj = if tp == BASE_TYPE.load(Ordering::Relaxed) {
+            pytype::alloc_plain(tp)
+        } else {
+            let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            alloc(tp, 0)
+        };
         if obj.is_null() {
             return obj;
         }
