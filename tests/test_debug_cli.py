@@ -452,3 +452,17 @@ def test_variables_apply_in_child_processes(tmp_path):
     assert lines[0] == "parent True"
     assert lines[-1] != "child status 0" and lines[-1].startswith("child status ")
     assert "worker-A" in child.stderr and "worker-B" in child.stderr
+
+
+def test_readme_example_deadlock_is_reported_and_exits():
+    """examples/deadlock.py, as the README runs it: the report names the cycle, both
+    threads and the lines that made and took the locks, and the process exits 1."""
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "deadlock.py")
+    env = plain_env(RTHREAD="1", RTHREAD_WATCHDOG="2", RTHREAD_ON_HANG="exit")
+    proc = subprocess.run([sys.executable, example], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 1, proc.stderr
+    report = proc.stderr
+    assert "Deadlock 1 (certain, 2 threads)" in report, report
+    for needle in ("thread 'transfer'", "thread 'report'", "deadlock.py:7", "deadlock.py:8",
+                   "acquired at " + example + ":11", "acquired at " + example + ":17"):
+        assert needle in report, (needle, report)
