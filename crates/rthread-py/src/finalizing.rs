@@ -132,6 +132,23 @@ pub unsafe fn init() {
     }
 }
 
+/// If the interpreter is shutting down (as this version's built-in sees it),
+/// raises the built-in's error with `message` and returns true.
+///
+/// # Safety
+/// The GIL is held.
+#[cfg(Py_3_12)]
+unsafe fn refuse(message: &std::ffi::CStr) -> bool {
+    // SAFETY: GIL held (caller).
+    unsafe {
+        if imp::shutting_down() {
+            crate::errors::raise(imp::exception(), message);
+            return true;
+        }
+    }
+    false
+}
+
 /// If the interpreter no longer accepts new threads, raises the built-in's
 /// error and returns true.
 ///
@@ -140,13 +157,11 @@ pub unsafe fn init() {
 #[inline]
 pub unsafe fn refuse_new_thread() -> bool {
     #[cfg(Py_3_12)]
-    // SAFETY: GIL held (caller).
-    unsafe {
-        if imp::shutting_down() {
-            crate::errors::raise(imp::exception(), crate::errors::THREAD_AT_SHUTDOWN);
-            return true;
-        }
+    {
+        // SAFETY: GIL held (caller).
+        unsafe { refuse(crate::errors::THREAD_AT_SHUTDOWN) }
     }
+    #[cfg(not(Py_3_12))]
     false
 }
 
@@ -159,13 +174,7 @@ pub unsafe fn refuse_new_thread() -> bool {
 #[cfg(Py_3_14)]
 pub unsafe fn refuse_join() -> bool {
     // SAFETY: GIL held (caller).
-    unsafe {
-        if imp::shutting_down() {
-            crate::errors::raise(imp::exception(), crate::errors::JOIN_AT_SHUTDOWN);
-            return true;
-        }
-    }
-    false
+    unsafe { refuse(crate::errors::JOIN_AT_SHUTDOWN) }
 }
 
 /// 3.15+: once the runtime is finalizing, a lock wait would never end (the
@@ -178,13 +187,7 @@ pub unsafe fn refuse_join() -> bool {
 #[cfg(Py_3_15)]
 pub unsafe fn refuse_lock_wait() -> bool {
     // SAFETY: GIL held (caller).
-    unsafe {
-        if imp::shutting_down() {
-            crate::errors::raise(imp::exception(), crate::errors::ACQUIRE_AT_FINALIZATION);
-            return true;
-        }
-    }
-    false
+    unsafe { refuse(crate::errors::ACQUIRE_AT_FINALIZATION) }
 }
 
 /// Whether the runtime is finalizing, readable without the GIL (an atomic
