@@ -130,24 +130,23 @@ pub const STATIC_TYPES: bool = cfg!(not(Py_3_10));
 pub unsafe fn no_arguments(name: &CStr, args: *mut PyObject, kwargs: *mut PyObject) -> bool {
     // SAFETY: GIL held; `args` is a tuple, `kwargs` NULL or a dict.
     unsafe {
-        let name = name.to_string_lossy();
         let given = ffi::PyTuple_GET_SIZE(args);
         if cfg!(Py_3_15) && given != 0 {
             crate::errors::raise_string(
                 ffi::PyExc_TypeError,
-                &format!("{name}() takes no positional arguments"),
+                &format!("{}() takes no positional arguments", name.to_string_lossy()),
             );
             return false;
         }
         if !kwargs.is_null() && ffi::PyDict_Size(kwargs) != 0 {
             crate::errors::raise_string(
                 ffi::PyExc_TypeError,
-                &format!("{name}() takes no keyword arguments"),
+                &format!("{}() takes no keyword arguments", name.to_string_lossy()),
             );
             return false;
         }
         if given != 0 {
-            positional_count_error(&name, 0, given);
+            positional_count_error(&name.to_string_lossy(), 0, given);
             return false;
         }
         true
