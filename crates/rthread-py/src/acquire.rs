@@ -89,12 +89,28 @@ pub unsafe fn parse(
     kwnames: *mut PyObject,
     format: &'static CStr,
 ) -> Option<Wait> {
-    if nargs == 0 && kwnames.is_null() {
-        return Some(Wait::Forever);
+    if kwnames.is_null() {
+        if nargs == 0 {
+            return Some(Wait::Forever);
+        }
+        if nargs == 1 {
+            // SAFETY: one positional argument (vectorcall protocol), borrowed; the bool
+            // singletons are compared by address only.
+            let (blocking, no, yes) = unsafe { (*args, ffi::Py_False(), ffi::Py_True()) };
+            if blocking == no {
+                return Some(Wait::NonBlocking);
+            }
+            if blocking == yes {
+                return Some(Wait::Forever);
+            }
+        }
     }
     // SAFETY: forwarded caller obligations.
     unsafe {
         match parse_common(args, nargs, kwnames) {
+            // No timeout: nothing to convert or check (`acquire(False)`, `acquire(True)`).
+            Some((true, timeout)) if timeout.is_null() => Some(Wait::Forever),
+            Some((false, timeout)) if timeout.is_null() => Some(Wait::NonBlocking),
             Some((blocking, timeout)) => from_values(blocking, timeout),
             None => parse_slow(args, nargs, kwnames, format),
         }
@@ -281,15 +297,16 @@ pub enum Outcome {
 /// releases the GIL only for the wait. A wait interrupted by a signal runs the
 /// Python signal handlers (`Py_MakePendingCalls`): if one raised, the error is
 /// returned at once (Ctrl-C now, not at the end of the timeout); otherwise the
-/// wait resumes towards the *original* deadline.
+/// wait resumes towards the *original* deadline. `on` (what the wait record names) is only
+/// built when the call blocks.
 ///
 /// # Safety
 /// The GIL must be held by the calling thread. `try_acquire` and `block` must
 /// not touch Python (`block` runs without the GIL).
 #[inline]
-pub unsafe fn acquire_with(
+pub unsafe fn acquire_with<'w>(
     wait: Wait,
-    on: crate::debug::WaitOn<'_>,
+    on: impl FnOnce() -> crate::debug::WaitOn<'w>,
     try_acquire: impl Fn() -> bool,
     block: impl Fn(Option<Deadline>) -> Acquire,
 ) -> Outcome {
@@ -302,7 +319,7 @@ pub unsafe fn acquire_with(
         Wait::Within(nanos) => Some(Deadline::after_nanos(nanos)),
     };
     // SAFETY: forwarded caller obligations.
-    unsafe { block_without_gil(deadline, on, block) }
+    unsafe { block_without_gil(deadline, on(), block) }
 }
 
 #[cold]

@@ -321,7 +321,8 @@ mod py {
                 site: 0,
                 held_by: None,
             };
-            match acquire::acquire_with(wait, on, || handle.is_done(), |d| handle.wait_until(d)) {
+            match acquire::acquire_with(wait, || on, || handle.is_done(), |d| handle.wait_until(d))
+            {
                 Outcome::Error => ptr::null_mut(),
                 Outcome::Acquired | Outcome::NotAcquired => capi::none(),
             }

@@ -164,7 +164,7 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
         let id = LockId(slf as u64);
         let outcome = acquire::acquire_with(
             wait,
-            crate::debug::WaitOn {
+            || crate::debug::WaitOn {
                 what: WaitFor::Lock(id),
                 site: this.site,
                 held_by: Some(HeldBy::Holder(&this.holder)),

@@ -166,7 +166,7 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
         let id = LockId(slf as u64);
         let outcome = acquire::acquire_with(
             wait,
-            crate::debug::WaitOn {
+            || crate::debug::WaitOn {
                 what: WaitFor::RLock(id),
                 site: (*slf.cast::<RLockObject>()).site,
                 held_by: Some(HeldBy::Ident(rlock.owner_word())),

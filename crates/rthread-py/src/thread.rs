@@ -570,7 +570,7 @@ pub unsafe extern "C-unwind" fn shutdown(_: *mut PyObject, _: *mut PyObject) -> 
             };
             let outcome = acquire_with(
                 Wait::Forever,
-                on,
+                || on,
                 || (*raw).is_done(),
                 |d| (*raw).wait_until(d),
             );
