@@ -131,6 +131,63 @@ def test_label_and_describe():
         dbg.label(object(), "x")
 
 
+def _site_line(obj):
+    return int(dbg.describe(obj)["created_at"].rsplit(":", 1)[1])
+
+
+def _marked_lines():
+    """``# @site-name`` markers of this file -> line numbers."""
+    with open(__file__) as f:
+        return {
+            line.split("# @", 1)[1].strip(): i
+            for i, line in enumerate(f, 1)
+            if "# @site-" in line
+        }
+
+
+def test_creation_sites_in_every_kind_of_frame():
+    """The cached fast read of the current frame (3.13+) and the frame-object walk agree:
+    each lock is named by its own line, whether its frame is new on each call, a generator,
+    a comprehension, ``eval`` or module-level code. (Frames of threading skipped on the way
+    are covered by the child-process scenarios below, where threading runs on rthread.)"""
+    import threading
+
+    at = _marked_lines()
+
+    def make():
+        return rthread.allocate_lock()  # @site-make
+
+    def gen():
+        while True:
+            yield rthread.RLock()  # @site-gen
+
+    class Holder:
+        def __init__(self):
+            self.cond = threading.Condition(rthread.RLock())  # @site-cond
+
+    g = gen()
+    for _ in range(3):  # the second and third rounds hit the caches
+        assert _site_line(make()) == at["site-make"]
+        assert _site_line(next(g)) == at["site-gen"]
+        h = Holder()
+        assert _site_line(h.cond._lock) == at["site-cond"]
+        locks = [rthread.allocate_lock() for _ in range(2)]  # @site-comprehension
+        assert [_site_line(x) for x in locks] == [at["site-comprehension"]] * 2
+        assert _site_line(eval("rthread.allocate_lock()")) == 1
+    ns = {"rthread": rthread}
+    exec(compile("x = 1\nlock = rthread.allocate_lock()\n", __file__, "exec"), ns)
+    assert _site_line(ns["lock"]) == 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="the fast frame read is for 3.13+")
+def test_fast_frame_read_is_on():
+    import sysconfig
+
+    native = sys.modules["rthread._rthread_debug"]
+    expected = not sysconfig.get_config_var("Py_GIL_DISABLED")
+    assert native.fast_frames() is expected
+
+
 def test_watchdog_arguments():
     with pytest.raises(ValueError):
         dbg.watchdog(1, action="explode")

@@ -221,6 +221,175 @@ unsafe fn attr_string(obj: *mut PyObject, name: &std::ffi::CStr) -> Option<Strin
     }
 }
 
+/// The calling thread's innermost interpreter frame, read from its thread state (3.13+ with the
+/// GIL): `PyEval_GetFrame` would first give it a frame object, an allocation the first time
+/// per call of the calling function. Only the cached sites are looked up this way; a miss goes
+/// through the frame objects as before.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+mod top_frame {
+    use std::ffi::c_int;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pyo3::ffi::{self, PyObject};
+
+    /// CPython's `struct _PyInterpreterFrame`, only ever handled by address.
+    #[repr(C)]
+    pub struct InterpreterFrame {
+        _private: [u8; 0],
+    }
+
+    extern "C" {
+        fn PyThreadState_GetUnchecked() -> *mut ffi::PyThreadState;
+        fn PyUnstable_InterpreterFrame_GetCode(frame: *mut InterpreterFrame) -> *mut PyObject;
+        fn PyUnstable_InterpreterFrame_GetLasti(frame: *mut InterpreterFrame) -> c_int;
+    }
+
+    /// `offsetof(PyThreadState, current_frame)` on 3.13, 3.14 and 3.15 (default builds),
+    /// checked against `PyEval_GetFrame` once by [`verify`] before it is ever used.
+    const CURRENT_FRAME_OFFSET: usize = 72;
+
+    /// [`verify`] found the offset right.
+    static USABLE: AtomicBool = AtomicBool::new(false);
+
+    pub fn usable() -> bool {
+        USABLE.load(Ordering::Relaxed)
+    }
+
+    /// The current interpreter frame, or null (none, or the layout was not confirmed).
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline]
+    unsafe fn current() -> *mut InterpreterFrame {
+        if !USABLE.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the GIL is held, so the thread state is this thread's and stays alive;
+        // `verify` confirmed that the word at the offset is `current_frame`.
+        unsafe {
+            let ts = PyThreadState_GetUnchecked();
+            if ts.is_null() {
+                return std::ptr::null_mut();
+            }
+            ts.cast::<u8>()
+                .add(CURRENT_FRAME_OFFSET)
+                .cast::<*mut InterpreterFrame>()
+                .read()
+        }
+    }
+
+    /// `(code object address, instruction offset)` of the current frame, the key the site
+    /// cache uses for frame objects, or `None`.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline]
+    pub unsafe fn key() -> Option<(usize, c_int)> {
+        // SAFETY: GIL held; the frame is live while we run (it called us); the code reference
+        // is returned at once, the frame keeps the code alive.
+        unsafe {
+            let frame = current();
+            if frame.is_null() {
+                return None;
+            }
+            let code = PyUnstable_InterpreterFrame_GetCode(frame);
+            if code.is_null() {
+                return None;
+            }
+            ffi::Py_DECREF(code);
+            Some((code as usize, PyUnstable_InterpreterFrame_GetLasti(frame)))
+        }
+    }
+
+    /// Enables [`key`] if the thread state's word at the offset is the frame `PyEval_GetFrame`
+    /// reports (same code, same instruction), else leaves it off. Called once, from module
+    /// initialisation, which runs in the importing Python frame.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn verify() {
+        // SAFETY: GIL held; `PyEval_GetFrame` is borrowed; the code references are released.
+        unsafe {
+            let ts = PyThreadState_GetUnchecked();
+            let frame = ffi::PyEval_GetFrame();
+            if ts.is_null() || frame.is_null() {
+                return;
+            }
+            let raw = ts
+                .cast::<u8>()
+                .add(CURRENT_FRAME_OFFSET)
+                .cast::<*mut InterpreterFrame>()
+                .read();
+            if raw.is_null() {
+                return;
+            }
+            let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
+            let raw_code = PyUnstable_InterpreterFrame_GetCode(raw);
+            let same = !raw_code.is_null()
+                && raw_code == code
+                && PyUnstable_InterpreterFrame_GetLasti(raw) == ffi::PyFrame_GetLasti(frame);
+            ffi::Py_DECREF(code);
+            if !raw_code.is_null() {
+                ffi::Py_DECREF(raw_code);
+            }
+            USABLE.store(same, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether creation sites are read without frame objects (see `top_frame`): true on 3.13+
+/// default builds once the layout check passed. For the tests.
+#[pyfunction]
+fn fast_frames() -> bool {
+    #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+    {
+        top_frame::usable()
+    }
+    #[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
+    {
+        false
+    }
+}
+
+/// Checks the fast current-frame read (3.13+); the module's initialisation calls it.
+///
+/// # Safety
+/// The GIL must be held.
+pub unsafe fn init_frames() {
+    #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+    // SAFETY: forwarded.
+    unsafe {
+        top_frame::verify()
+    };
+}
+
+/// A cached user site for the current frame, without frame objects (3.13+); 0 if not cached
+/// or a frame to skip.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline]
+unsafe fn cached_top_site() -> u32 {
+    #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+    // SAFETY: GIL held (caller); the closures only read or fill the caches.
+    unsafe {
+        let Some(key) = top_frame::key() else {
+            return 0;
+        };
+        let slot = front_index(key);
+        let front = FRONT.with(|f| f[slot]);
+        if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
+            return front.2;
+        }
+        let hit = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
+        if let Some(id) = hit {
+            FRONT.with(|f| f[slot] = (key.0, key.1, id));
+            return id;
+        }
+    }
+    0
+}
+
 /// The site of the calling Python code: the first frame outside [`SKIPPED`] modules, as a raw
 /// site id (0 = unknown). Never raises.
 ///
@@ -229,6 +398,11 @@ unsafe fn attr_string(obj: *mut PyObject, name: &std::ffi::CStr) -> Option<Strin
 pub unsafe fn caller_site() -> u32 {
     if COMPILED_OUT {
         return 0;
+    }
+    // SAFETY: GIL held (caller).
+    let cached = unsafe { cached_top_site() };
+    if cached != 0 {
+        return cached;
     }
     // SAFETY: GIL held (caller). `PyEval_GetFrame` is borrowed; every frame from
     // `PyFrame_GetBack` and every code object is a new reference released below.
@@ -1032,6 +1206,7 @@ pub fn create_module(py: Python<'_>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lock_info, &m)?)?;
     m.add_function(wrap_pyfunction!(native_report, &m)?)?;
     m.add_function(wrap_pyfunction!(watchdog, &m)?)?;
+    m.add_function(wrap_pyfunction!(fast_frames, &m)?)?;
     let modules = py.import("sys")?.getattr("modules")?;
     modules.set_item("rthread._rthread_debug", m)?;
     Ok(())

@@ -186,6 +186,8 @@ pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add(name.cast_into::<pyo3::types::PyString>()?, func)?;
     }
     acquire::init(py)?;
+    // SAFETY: the GIL is held (`py`); module initialisation runs in the importing frame.
+    unsafe { crate::debug::init_frames() };
     let lock_type = lock::create_type(py)?;
     m.add("LockType", &lock_type)?;
     #[cfg(Py_3_13)]
