@@ -170,6 +170,29 @@ impl<W: Wait> RawRLock<W> {
         }
     }
 
+    /// [`RawRLock::release`] that also says whether the last level's release woke a sleeping
+    /// waiter of the inner lock ([`RawLock::release_woke`]).
+    ///
+    /// # Errors
+    ///
+    /// [`NotOwner`] if `me` does not hold the lock; nothing changes then.
+    pub fn release_woke(&self, me: u64) -> Result<bool, NotOwner> {
+        if self.owner.load(Ordering::Relaxed) != me {
+            return Err(NotOwner);
+        }
+        match self.count.load(Ordering::Relaxed) {
+            0 => Err(NotOwner),
+            1 => {
+                self.set_owned(0, 0);
+                Ok(self.lock.release_woke() == Ok(true))
+            }
+            n => {
+                self.count.store(n - 1, Ordering::Relaxed);
+                Ok(false)
+            }
+        }
+    }
+
     fn release_inner(&self) {
         let r = self.lock.release();
         // Cannot fail unless `reinit` ran concurrently with the owner, which Python code can only
