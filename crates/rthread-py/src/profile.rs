@@ -264,12 +264,10 @@ unsafe fn remember_thread(ident: u64) {
 /// # Safety
 /// The GIL must be held.
 unsafe fn threading_name(ident: u64) -> Option<String> {
-    // SAFETY: GIL held (caller); every new reference is released; errors are cleared. The
-    // exception state is saved first, so a pending exception (an acquire inside an
-    // `except` block's cleanup) is left as it was.
+    // SAFETY: GIL held (caller); every new reference is released. The error indicator is
+    // clear when a method is called (CPython's contract), so any error set here is ours and
+    // is cleared.
     unsafe {
-        let mut exc = [std::ptr::null_mut(); 3];
-        ffi::PyErr_Fetch(&mut exc[0], &mut exc[1], &mut exc[2]);
         let modules = ffi::PyImport_GetModuleDict();
         let threading = ffi::PyDict_GetItemString(modules, c"threading".as_ptr());
         let mut out = None;
@@ -290,7 +288,6 @@ unsafe fn threading_name(ident: u64) -> Option<String> {
             }
         }
         ffi::PyErr_Clear();
-        ffi::PyErr_Restore(exc[0], exc[1], exc[2]);
         out
     }
 }

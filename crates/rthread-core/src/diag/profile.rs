@@ -585,6 +585,43 @@ mod tests {
     }
 
     #[test]
+    fn charges_split_the_waiting_between_releases() {
+        use std::time::Duration;
+        start(0);
+        let key = LockKey {
+            lock: 0xdead_beef,
+            site: None,
+        };
+        let a = begin_wait(key, None);
+        let b = begin_wait(key, None);
+        std::thread::sleep(Duration::from_millis(20));
+        // Both waiters waited at least 20 ms: all of it is charged to this release.
+        let first = released_with_waiters(key, None, 1);
+        assert!(first >= 40_000_000, "{first}");
+        end_wait(a, true, true, 2);
+        std::thread::sleep(Duration::from_millis(10));
+        // Only `b` still waits, and only since the first charge.
+        let second = released_with_waiters(key, None, 2);
+        assert!(second >= 10_000_000 && second < first, "{second} {first}");
+        end_wait(b, false, true, 3);
+        assert_eq!(released_with_waiters(key, None, 3), 0);
+        let snap = snapshot();
+        let lock = snap
+            .locks
+            .iter()
+            .find(|l| l.key == Some(key))
+            .expect("the lock is in the profile");
+        assert_eq!((lock.contended, lock.slept, lock.spun), (2, 1, 1));
+        assert_eq!(lock.charges, 2);
+        assert_eq!(lock.charged_ns, first + second);
+        // `a` slept and its thread (2) released it: one hold measured.
+        assert_eq!(lock.hold_count, 1);
+        assert_eq!(lock.histogram.iter().sum::<u64>(), 2);
+        stop();
+        assert!(!enabled());
+    }
+
+    #[test]
     fn stacks_intern_once() {
         let x = crate::diag::intern_site("a.py", 1, "f");
         let y = crate::diag::intern_site("a.py", 2, "g");
