@@ -35,7 +35,8 @@ once), never on an uncontended acquire or release:
   with an acquire that slept;
 - sampled stacks, taken with the GIL held, for one contended event in ``rate`` (default
   4): the stacks that waited, weighted by their wait, and the stacks that *held* the lock
-  while others waited, weighted by the delay charged to them (the line to fix);
+  while others waited, weighted by the delay charged to them (the line to fix); a stack's
+  count and time sum its sampled events only;
 - per thread: contended acquisitions, wait, delay charged.
 
 Uncontended acquisitions are not counted: that would cost a table update on every
