@@ -170,13 +170,15 @@ impl<W: Wait> RawRLock<W> {
         }
     }
 
-    /// [`RawRLock::release`] that also says whether the last level's release woke a sleeping
-    /// waiter of the inner lock ([`RawLock::release_woke`]).
+    /// [`RawRLock::release`] that calls `woke` when the last level's release woke a sleeping
+    /// waiter of the inner lock ([`RawLock::release_woke`]), for profilers that charge a
+    /// release with the wait it caused. `woke` runs after the wake-up, outside every fast path.
     ///
     /// # Errors
     ///
     /// [`NotOwner`] if `me` does not hold the lock; nothing changes then.
-    pub fn release_woke(&self, me: u64) -> Result<bool, NotOwner> {
+    #[inline]
+    pub fn release_then(&self, me: u64, woke: impl FnOnce()) -> Result<(), NotOwner> {
         if self.owner.load(Ordering::Relaxed) != me {
             return Err(NotOwner);
         }
@@ -184,11 +186,14 @@ impl<W: Wait> RawRLock<W> {
             0 => Err(NotOwner),
             1 => {
                 self.set_owned(0, 0);
-                Ok(self.lock.release_woke() == Ok(true))
+                if let Ok(true) = self.lock.release_woke() {
+                    woke();
+                }
+                Ok(())
             }
             n => {
                 self.count.store(n - 1, Ordering::Relaxed);
-                Ok(false)
+                Ok(())
             }
         }
     }

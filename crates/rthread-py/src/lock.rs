@@ -206,12 +206,22 @@ unsafe extern "C-unwind" fn exit(
         if _nargs != 3 {
             return pytype::positional_count_error("__exit__", 3, _nargs);
         }
-        release(slf, ptr::null_mut())
+        release_inline(slf)
     }
 }
 
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe { release_inline(slf) }
+}
+
+/// `release()`, inlined into `__exit__` too (the profile's hook is out of line).
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[inline(always)]
+unsafe fn release_inline(slf: *mut PyObject) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
     unsafe {
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();

@@ -221,14 +221,12 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
         let rlock = rlock_of(slf);
         let me = thread::current_ident();
         let last = rlock.count() == 1 && rlock.owner() == me;
-        match rlock.release_woke(me) {
-            Ok(woke) => {
+        // A waiter that was asleep: the profile charges this release with its wait.
+        let woke = || crate::profile::released_woke(slf as u64, (*slf.cast::<RLockObject>()).site);
+        match rlock.release_then(me, woke) {
+            Ok(()) => {
                 if last {
                     crate::debug::rlock_released(LockId(slf as u64));
-                }
-                if woke {
-                    // A waiter was asleep: the profile charges this release with its wait.
-                    crate::profile::released_woke(slf as u64, (*slf.cast::<RLockObject>()).site);
                 }
                 capi::none()
             }
