@@ -1266,9 +1266,9 @@ def _parse(argv):
 def _case_names():
     return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _DIAG_CASES]
             + [c[0] for c in _THREAD_CASES]
+            + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["timed_overshoot_median", "timed_overshoot_p90", "memory_lock", "memory_rlock"]
             + [c[0] for c in _STDLIB_CASES]
-            + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["prof_" + c[0] for c in _STDLIB_CASES])
 
 
