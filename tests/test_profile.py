@@ -196,6 +196,12 @@ def test_cli_profile_locks(tmp_path):
     assert "rthread lock contention:" in r.stderr
     assert "%s:%d" % (script, line_of("HOT")) in r.stderr
     assert "written to %s" % out in r.stderr
+    # A profile that cannot be written never makes the program fail.
+    bad = tmp_path / "missing-dir" / "x.json"
+    r = run([sys.executable, "-m", "rthread", "--profile-locks", str(bad), "-c", "print('ran')"])
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+    assert "could not write the lock profile" in r.stderr
+    assert "(no contention recorded)" in r.stderr
 
 
 def test_env_profile(tmp_path):

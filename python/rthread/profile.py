@@ -430,9 +430,11 @@ def _write_at_exit():
     try:
         stop()
         snap = snapshot()
-        fmt = snap.write(path)
         if _sys.stderr is not None:
             _sys.stderr.write(snap.table(limit=5, stacks=1))
+            _sys.stderr.flush()
+        fmt = snap.write(path)
+        if _sys.stderr is not None:
             _sys.stderr.write("rthread: lock contention profile (%s) written to %s\n"
                               % (fmt, path))
     except Exception as exc:  # a profile must never make a working program fail
