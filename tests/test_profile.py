@@ -196,6 +196,15 @@ def test_cli_profile_locks(tmp_path):
     assert "rthread lock contention:" in r.stderr
     assert "%s:%d" % (script, line_of("HOT")) in r.stderr
     assert "written to %s" % out in r.stderr
+    # A forked child that exits normally writes its own file.
+    fork = tmp_path / "fork.py"
+    fork.write_text("import os, sys\npid = os.fork()\nif pid == 0:\n    sys.exit(0)\n"
+                    "os.waitpid(pid, 0)\n")
+    out = tmp_path / "fork.json"
+    r = run([sys.executable, "-m", "rthread", "--profile-locks", str(out), str(fork)])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["schema"] == "rthread.profile/1"
+    assert [p for p in os.listdir(tmp_path) if re.fullmatch(r"fork\.\d+\.json", p)]
     # A profile that cannot be written never makes the program fail.
     bad = tmp_path / "missing-dir" / "x.json"
     r = run([sys.executable, "-m", "rthread", "--profile-locks", str(bad), "-c", "print('ran')"])

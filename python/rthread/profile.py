@@ -16,8 +16,9 @@ stacks (flamegraph.pl, inferno) according to the file name::
 or for a whole run: ``python -m rthread --profile-locks FILE app.py``, or
 ``RTHREAD=1 RTHREAD_PROFILE=FILE python app.py`` (optionally ``RTHREAD_PROFILE_RATE=N``):
 the profile runs from start-up, FILE is written at exit and the top of the table is
-printed on stderr. With ``RTHREAD_PROFILE``, child processes that inherit the
-environment write ``FILE`` with ``.PID`` before its extension.
+printed on stderr. Child processes (forked ones that exit normally, and with
+``RTHREAD_PROFILE`` the ones that inherit the environment) write ``FILE`` with ``.PID``
+before its extension.
 
 File formats, from the name: ``*.speedscope.json`` speedscope; other ``*.json`` this
 module's JSON; ``*.collapsed``, ``*.folded`` or ``*.txt`` collapsed stacks; anything
@@ -453,7 +454,16 @@ def profile_run(path, rate=DEFAULT_RATE):
     start(rate)
     if _run_target is None:
         atexit.register(_write_at_exit)
+        if hasattr(_os, "register_at_fork"):
+            # A forked child that exits normally writes its own file, not over the parent's.
+            _os.register_at_fork(after_in_child=_after_fork_in_child)
     _run_target = _os.fspath(path)
+
+
+def _after_fork_in_child():
+    global _run_target
+    if _run_target is not None:
+        _run_target = _child_path(_run_target, _os.getpid())
 
 
 def _child_path(path, pid):
