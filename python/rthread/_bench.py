@@ -404,6 +404,123 @@ def _diag_rows(rthread, name, label, setup, body, repeats, min_ns):
     return [row]
 
 
+#: Profile rows: rthread with the lock contention profile on (``rthread.profile.start()``,
+#: default sampling rate) against the profile off, in the same process (loops, contention) or
+#: in pairs of child processes on rthread (standard-library workloads). In these rows the
+#: "built-in" column is rthread with the profile off and the "rthread" column with it on, so
+#: the ratio is the profile's cost.
+_PROFILE_CASES = [
+    ("prof_lock_acquire_release", "profile on / off: lock acquire()+release()",
+     ["lock = mod.allocate_lock()"], ["lock.acquire()", "lock.release()"]),
+    ("prof_rlock_acquire_release", "profile on / off: RLock acquire()+release()",
+     ["lock = mod.RLock()"], ["lock.acquire()", "lock.release()"]),
+]
+_PROFILE_THREAD_CASES = [
+    ("prof_contention_4", "profile on / off: contention, 4 threads, 1 lock", "ns/increment",
+     lambda mod: _contention_runner(mod, 4), 4, 1.0),
+    ("prof_handoff", "profile on / off: handoff, 2 threads, 2 locks", "µs/round trip",
+     _handoff_runner, 1, 1000.0),
+]
+_PROFILE_NOTE = "built-in column: rthread, profile off; rthread column: profile on"
+
+
+def _profile_switch():
+    """``(on, off, restore)`` for rthread.profile, or None when this build has none."""
+    try:
+        import rthread.profile as profile
+    except Exception:
+        return None
+    was = profile.running()
+
+    def on():
+        profile.start()
+
+    def off():
+        profile.stop()
+
+    def restore():
+        profile.stop()
+        profile.reset()
+        if was:
+            profile.start()
+
+    return on, off, restore
+
+
+def _profile_rows(rthread, name, label, unit, make, repeats, min_ns, per_n, scale):
+    """One profile row: ``make(rthread)`` run with the profile off and on, alternating."""
+    row = {"name": name, "label": label, "unit": unit, "where": "in-process",
+           "note": _PROFILE_NOTE}
+    switch = _profile_switch()
+    if switch is None:
+        row["builtin"] = _side_na("n/a: no rthread.profile in this build")
+        row["rthread"] = _side_na("n/a: no rthread.profile in this build")
+        return [row]
+    on, off, restore = switch
+    plain = make(rthread)
+    profiled_run = make(rthread)
+
+    def profiled(n):
+        on()
+        try:
+            return profiled_run(n)
+        finally:
+            off()
+
+    try:
+        off()
+        n = _calibrate(plain, min_ns)
+        profiled(n)
+        budget_s = 4 * 2 * repeats * min_ns / 1e9
+        results = _alternate([plain, profiled], n, repeats, per_n * n * scale, budget_s)
+    finally:
+        restore()
+    for key, res in zip(("builtin", "rthread"), results):
+        row[key] = _side_error(res) if isinstance(res, BaseException) else _side_ok(res)
+    row["n"] = n
+    return [row]
+
+
+def _profile_stdlib_rows(names, rounds, samples, scale, timeout, budget_s):
+    """The standard-library workloads on rthread, profile off then on, in pairs of children."""
+    collected = {"builtin": {n: [] for n in names}, "rthread": {n: [] for n in names}}
+    failure = {"builtin": None, "rthread": None}
+    deadline = time.monotonic() + budget_s
+    for round_ in range(rounds):
+        if round_ and time.monotonic() > deadline:
+            break
+        for which in ("builtin", "rthread"):
+            if failure[which] is not None:
+                continue
+            task = "stdlib" if which == "builtin" else "stdlib_profile"
+            out = _run_child([task, scale, samples, ",".join(names)], timeout, activate=True)
+            if out.get("status") != "ok":
+                failure[which] = out
+                continue
+            for name, values in out["results"].items():
+                if isinstance(collected[which][name], list):
+                    if isinstance(values, list):
+                        collected[which][name].extend(values)
+                    else:
+                        collected[which][name] = {"status": "error", "reason": values}
+    rows = []
+    for name, label, unit, _func, _n in _STDLIB_CASES:
+        if name not in names:
+            continue
+        row = {"name": "prof_" + name, "label": "profile on / off: " + label, "unit": unit,
+               "where": "child processes (rthread active)", "note": _PROFILE_NOTE}
+        for which in ("builtin", "rthread"):
+            values = collected[which][name]
+            if failure[which] is not None:
+                row[which] = failure[which]
+            elif isinstance(values, list):
+                row[which] = _side_ok(values)
+            else:
+                row[which] = values
+        rows.append(row)
+    return rows
+
+
 def _overshoot_rows(mods, count):
     """Overshoot of ``acquire(timeout=0.01)`` on a held lock, alternating modules per sample.
 
@@ -685,6 +802,11 @@ def _child(argv, activated, failure):
     elif task == "probe":
         out = _child_probe(activated, failure)
     elif task == "stdlib":
+        out = _child_stdlib(activated, failure, float(argv[1]), int(argv[2]), argv[3].split(","))
+    elif task == "stdlib_profile":
+        import rthread.profile
+
+        rthread.profile.start()
         out = _child_stdlib(activated, failure, float(argv[1]), int(argv[2]), argv[3].split(","))
     else:
         raise SystemExit("unknown child task %r" % task)
@@ -1016,6 +1138,17 @@ def _plan(rthread, mods, settings, only, objects):
         if _selected(name, only):
             plan.append((label, True, functools.partial(
                 _compare, name, label, unit, make, mods, repeats, 2 * min_ns, per, scale)))
+    for name, label, setup, body in _PROFILE_CASES:
+        if _selected(name, only):
+            make = _loop_maker(setup, body, [])
+            plan.append((label, True, functools.partial(
+                _profile_rows, rthread, name, label, "ns/op", make, repeats, min_ns, UNROLL,
+                1.0)))
+    for name, label, unit, make, per, scale in _PROFILE_THREAD_CASES:
+        if _selected(name, only):
+            plan.append((label, True, functools.partial(
+                _profile_rows, rthread, name, label, unit, make, repeats, 2 * min_ns, per,
+                scale)))
     if _selected("timed_overshoot", only):
         plan.append(("acquire(timeout=0.01) overshoot", True,
                      functools.partial(_overshoot_rows, mods, max(5, 4 * repeats))))
@@ -1038,6 +1171,15 @@ def _plan(rthread, mods, settings, only, objects):
         plan.append(("standard library workloads (child processes)", False,
                      functools.partial(_stdlib_rows, names, rounds, samples, scale, timeout,
                                        budget_s)))
+    prof_names = [c[0] for c in _STDLIB_CASES if _selected("prof_" + c[0], only)]
+    if prof_names:
+        rounds = min(12, max(1, math.ceil(repeats / 2)))
+        samples = 3 if repeats >= 3 else 1
+        scale = min(2.0, max(0.02, settings["min_time_ms"] / 20.0))
+        budget_s = 3 * 2 * rounds * (0.3 + 4 * (samples + 1) * 0.05 * scale)
+        plan.append(("profile on / off: standard library workloads (children)", False,
+                     functools.partial(_profile_stdlib_rows, prof_names, rounds, samples, scale,
+                                       timeout, budget_s)))
     return plan
 
 
@@ -1124,8 +1266,10 @@ def _parse(argv):
 def _case_names():
     return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _DIAG_CASES]
             + [c[0] for c in _THREAD_CASES]
+            + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["timed_overshoot_median", "timed_overshoot_p90", "memory_lock", "memory_rlock"]
-            + [c[0] for c in _STDLIB_CASES])
+            + [c[0] for c in _STDLIB_CASES]
+            + ["prof_" + c[0] for c in _STDLIB_CASES])
 
 
 def main(argv=None):

@@ -52,12 +52,17 @@ Options (before PROGRAM):
                           it, gets rthread.debug.DeadlockError out of acquire() or join())
   --report-signal SIGNAL  print the report when the process gets SIGNAL (a name such as
                           SIGUSR1, or a number), as often as it comes
+  --profile-locks FILE    profile lock contention for the whole run: write FILE at exit
+                          (FILE.speedscope.json: speedscope; FILE.json: JSON; FILE.collapsed,
+                          .folded or .txt: collapsed stacks; else the text table) and print
+                          the top of the table on stderr (see rthread.profile)
   --                      end of options: the next argument is the script, even if it
                           starts with -
 
 With RTHREAD=1, the environment variables RTHREAD_WATCHDOG=SECONDS, RTHREAD_ON_HANG=ACTION
 and RTHREAD_REPORT_SIGNAL=SIGNAL do the same, in every interpreter that starts with them
-(this process and its children).
+(this process and its children); so does RTHREAD_PROFILE=FILE (children write FILE with
+.PID before its extension).
 """
 
 class _UsageError(Exception):
@@ -72,7 +77,14 @@ def _option_parsers():
         "--watchdog": (parse_seconds, "watchdog"),
         "--on-hang": (parse_action, "action"),
         "--report-signal": (parse_signal, "report_signal"),
+        "--profile-locks": (_parse_path, "profile_locks"),
     }
+
+
+def _parse_path(value):
+    if not value:
+        raise ValueError("a file name is needed")
+    return value
 
 
 def _parse_options(argv):
@@ -415,6 +427,16 @@ def main(argv):
     if problem is not None:
         print("rthread: " + problem, file=sys.stderr)
         return 1
+    profile_locks = options.pop("profile_locks", None)
+    if profile_locks is not None:
+        try:
+            from . import profile
+
+            profile.profile_run(profile_locks)
+        except Exception as exc:
+            print("rthread: cannot set up --profile-locks: %s: %s" % (type(exc).__name__, exc),
+                  file=sys.stderr)
+            return 1
     if options:
         from . import _debug_options
 

@@ -9,7 +9,8 @@ built-in ``_thread``: start-up must never fail because of rthread.
 
 Once rthread is active, the hang-report variables ``RTHREAD_WATCHDOG=SECONDS``,
 ``RTHREAD_ON_HANG=report|exit|raise`` and ``RTHREAD_REPORT_SIGNAL=SIGUSR1`` (see
-``rthread._debug_options``) are set up, the same as ``python -m rthread``'s options.
+``rthread._debug_options``) are set up, the same as ``python -m rthread``'s options,
+and so is the lock contention profile, ``RTHREAD_PROFILE=FILE`` (``rthread.profile``).
 Like RTHREAD=1 itself they reach every child interpreter that inherits the
 environment. An invalid value is one line on stderr and is ignored. When none is
 set, this costs three dictionary look-ups.
@@ -58,5 +59,18 @@ def _hang_options(environ):
                   file=sys.stderr)
 
 
+def _profile_option(environ):
+    if not environ.get("RTHREAD_PROFILE"):
+        return
+    try:
+        from rthread import profile
+
+        profile._from_environment(environ, sys.stderr)
+    except Exception as exc:  # never let interpreter start-up fail
+        if sys.stderr is not None:
+            print("rthread: RTHREAD_PROFILE ignored: %r" % (exc,), file=sys.stderr)
+
+
 if _activate():
     _hang_options(os.environ)
+    _profile_option(os.environ)

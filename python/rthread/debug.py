@@ -65,6 +65,8 @@ __all__ = [
     "watchdog",
     "register",
     "unregister",
+    "stats",
+    "ContentionStats",
 ]
 
 SCHEMA = "rthread.debug/1"
@@ -581,6 +583,26 @@ def unregister(signum):
     previous = entry[0]
     signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
     return True
+
+
+import collections as _collections  # noqa: E402
+
+ContentionStats = _collections.namedtuple(
+    "ContentionStats", ["waits", "spins", "sleeps", "timeouts", "wait_seconds"])
+ContentionStats.__doc__ = """Process-wide lock contention totals since start-up (``stats()``).
+
+waits: contended acquires of a lock or RLock (the first try failed and the caller waited);
+spins: those that got the lock without sleeping; sleeps: those that slept in the OS at
+least once; timeouts: those that ended without the lock; wait_seconds: their total time."""
+
+
+def stats():
+    """Always-on process-wide contention totals (a ``ContentionStats``), counted on the
+    contended path only, like Go's ``/sync/mutex/wait/total:seconds``: a cheap "is there
+    contention at all" check. Waits on a lock used as a signal (``Condition.wait``,
+    ``Event.wait``) and joins are not counted. ``rthread.profile`` tells where."""
+    waits, spins, sleeps, timeouts, wait_ns = _sys.modules["rthread._rthread_profile"].stats()
+    return ContentionStats(waits, spins, sleeps, timeouts, wait_ns / 1e9)
 
 
 _native.configure(DeadlockError, _watchdog_fire)

@@ -491,6 +491,26 @@ impl<W: Wait> RawLock<W> {
         }
     }
 
+    /// [`RawLock::release`] that also says whether it woke a sleeping waiter (`Ok(true)`: the
+    /// lock was `CONTENDED`), for profilers that charge a release with the wait it caused. The
+    /// uncontended path is the same single `swap` as `release`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotLocked`] if the lock was not locked; it is left unlocked.
+    #[inline]
+    pub fn release_woke(&self) -> Result<bool, NotLocked> {
+        match self.state.swap(UNLOCKED, Ordering::Release) {
+            UNLOCKED => Err(NotLocked),
+            CONTENDED => {
+                // As in `release`: one waiter is enough.
+                W::wake_one(&self.state);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Whether the lock is held right now (a racy snapshot, like Python's `locked()`).
     #[inline]
     #[must_use]

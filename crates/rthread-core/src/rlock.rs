@@ -170,6 +170,34 @@ impl<W: Wait> RawRLock<W> {
         }
     }
 
+    /// [`RawRLock::release`] that calls `woke` when the last level's release woke a sleeping
+    /// waiter of the inner lock ([`RawLock::release_woke`]), for profilers that charge a
+    /// release with the wait it caused. `woke` runs after the wake-up, outside every fast path.
+    ///
+    /// # Errors
+    ///
+    /// [`NotOwner`] if `me` does not hold the lock; nothing changes then.
+    #[inline]
+    pub fn release_then(&self, me: u64, woke: impl FnOnce()) -> Result<(), NotOwner> {
+        if self.owner.load(Ordering::Relaxed) != me {
+            return Err(NotOwner);
+        }
+        match self.count.load(Ordering::Relaxed) {
+            0 => Err(NotOwner),
+            1 => {
+                self.set_owned(0, 0);
+                if let Ok(true) = self.lock.release_woke() {
+                    woke();
+                }
+                Ok(())
+            }
+            n => {
+                self.count.store(n - 1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
     fn release_inner(&self) {
         let r = self.lock.release();
         // Cannot fail unless `reinit` ran concurrently with the owner, which Python code can only

@@ -336,7 +336,12 @@ unsafe fn block_without_gil(
     if unsafe { crate::finalizing::refuse_lock_wait() } {
         return Outcome::Error;
     }
-    loop {
+    // Contention accounting (the totals, and the profile when it is on): plain data only,
+    // nothing with a destructor (see below).
+    // SAFETY: the GIL is held (caller).
+    let contended = unsafe { crate::profile::wait_begin(&on) };
+    let mut ended: (u64, bool);
+    let outcome = loop {
         // SAFETY:
         // - the GIL is held here (caller), so it may be released, and it is
         //   re-taken before anything else touches Python;
@@ -349,25 +354,29 @@ unsafe fn block_without_gil(
         let result = unsafe {
             let tstate = gil::save();
             let result = crate::debug::wait(on, deadline, &block);
+            ended = crate::profile::wait_ended(&contended);
             gil::restore(tstate);
             result
         };
         match result {
-            Waited::Done(Acquire::Acquired) => return Outcome::Acquired,
-            Waited::Done(Acquire::TimedOut) => return Outcome::NotAcquired,
+            Waited::Done(Acquire::Acquired) => break Outcome::Acquired,
+            Waited::Done(Acquire::TimedOut) => break Outcome::NotAcquired,
             Waited::Cancelled => {
                 // SAFETY: the GIL is held again.
                 unsafe { crate::debug::raise_deadlock() };
-                return Outcome::Error;
+                break Outcome::Error;
             }
             Waited::Done(Acquire::Interrupted) => {
                 // SAFETY: the GIL is held again.
                 if unsafe { capi::Py_MakePendingCalls() } < 0 {
-                    return Outcome::Error;
+                    break Outcome::Error;
                 }
             }
         }
-    }
+    };
+    // SAFETY: the GIL is held again.
+    unsafe { crate::profile::wait_end(contended, ended, outcome == Outcome::Acquired) };
+    outcome
 }
 
 /// The Python result of an acquire: `True`, `False`, or NULL with the error set.

@@ -127,7 +127,7 @@ fn front_index(key: (usize, c_int)) -> usize {
 /// # Safety
 /// The GIL must be held and `frame` live.
 #[inline]
-unsafe fn frame_position(frame: *mut ffi::PyFrameObject) -> c_int {
+pub(crate) unsafe fn frame_position(frame: *mut ffi::PyFrameObject) -> c_int {
     // SAFETY: forwarded.
     unsafe {
         #[cfg(Py_3_11)]
@@ -195,7 +195,7 @@ unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 
 ///
 /// # Safety
 /// The GIL must be held and `obj` live.
-unsafe fn attr_string(obj: *mut PyObject, name: &std::ffi::CStr) -> Option<String> {
+pub(crate) unsafe fn attr_string(obj: *mut PyObject, name: &std::ffi::CStr) -> Option<String> {
     // SAFETY: GIL held (caller); the attribute reference is released before returning.
     unsafe {
         let v = ffi::PyObject_GetAttrString(obj, name.as_ptr());
@@ -453,7 +453,7 @@ thread_local! {
 
 /// The calling thread's packed slot, registering it on first use (0 if it cannot be).
 #[inline(always)]
-fn my_packed() -> u32 {
+pub(crate) fn my_packed() -> u32 {
     let p = PACKED.with(Cell::get);
     if p != 0 {
         p

@@ -18,6 +18,7 @@ mod local;
 mod lock;
 mod module;
 mod name;
+mod profile;
 mod pytype;
 mod rlock;
 #[cfg(not(Py_3_13))]
@@ -48,5 +49,6 @@ fn _rthread(m: &Bound<'_, PyModule>) -> PyResult<()> {
     module::populate(m)?;
     // The main thread is listed in reports from the start.
     let _ = rthread_core::diag::register_current_thread();
-    debug::create_module(m.py())
+    debug::create_module(m.py())?;
+    profile::create_module(m.py())
 }

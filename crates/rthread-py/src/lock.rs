@@ -12,8 +12,13 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
+use rthread_core::diag::profile::Counted;
 use rthread_core::diag::{HeldBy, Holder, LockId, WaitFor};
-use rthread_core::Lock;
+use rthread_core::wait::DefaultWait;
+
+/// The lock inside the object: the core lock, counting its sleeps for the contention totals
+/// (only its sleeping path differs from `rthread_core::Lock`).
+pub type Lock = rthread_core::RawLock<Counted<DefaultWait>>;
 
 use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
@@ -201,12 +206,22 @@ unsafe extern "C-unwind" fn exit(
         if _nargs != 3 {
             return pytype::positional_count_error("__exit__", 3, _nargs);
         }
-        release(slf, ptr::null_mut())
+        release_inline(slf)
     }
 }
 
 unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held and `slf` a lock.
+    unsafe { release_inline(slf) }
+}
+
+/// `release()`, inlined into `__exit__` too (the profile's hook is out of line).
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[inline(always)]
+unsafe fn release_inline(slf: *mut PyObject) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
     unsafe {
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
@@ -214,8 +229,13 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
         // Before the lock word: once it is free another thread may take it and
         // set itself as the holder. (Unlocked: the holder word is empty anyway.)
         crate::debug::releasing(&this.holder, LockId(slf as u64));
-        match this.lock.release() {
-            Ok(()) => capi::none(),
+        match this.lock.release_woke() {
+            Ok(false) => capi::none(),
+            Ok(true) => {
+                // A waiter was asleep: the profile charges this release with its wait.
+                crate::profile::released_woke(slf as u64, this.site);
+                capi::none()
+            }
             Err(_) => errors::thread_error(errors::RELEASE_UNLOCKED),
         }
     }

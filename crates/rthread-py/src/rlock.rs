@@ -13,8 +13,14 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
+use rthread_core::diag::profile::Counted;
 use rthread_core::diag::{HeldBy, LockId, WaitFor};
-use rthread_core::{thread, Acquire, RLock};
+use rthread_core::wait::DefaultWait;
+use rthread_core::{thread, Acquire, RawRLock};
+
+/// The RLock inside the object: the core RLock, counting its sleeps for the contention
+/// totals (only its sleeping path differs from `rthread_core::RLock`).
+type RLock = RawRLock<Counted<DefaultWait>>;
 
 use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
@@ -215,7 +221,9 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
         let rlock = rlock_of(slf);
         let me = thread::current_ident();
         let last = rlock.count() == 1 && rlock.owner() == me;
-        match rlock.release(me) {
+        // A waiter that was asleep: the profile charges this release with its wait.
+        let woke = || crate::profile::released_woke(slf as u64, (*slf.cast::<RLockObject>()).site);
+        match rlock.release_then(me, woke) {
             Ok(()) => {
                 if last {
                     crate::debug::rlock_released(LockId(slf as u64));
