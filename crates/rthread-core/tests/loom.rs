@@ -229,7 +229,15 @@ fn classify(result: Acquire, log: WaitLog, read_clock: bool) -> &'static str {
     }
 }
 
+loom::thread_local! {
+    /// How often this thread's `ready` hint was asked.
+    static READY_ASKED: std::cell::Cell<u32> = std::cell::Cell::new(0);
+}
+
+/// A `ready` hint that never says yes (and counts the questions): the gated waiter must take
+/// the free lock anyway once its watch ends.
 fn ready_never() -> bool {
+    READY_ASKED.with(|n| n.set(n.get() + 1));
     false
 }
 
@@ -324,6 +332,9 @@ fn lock_exclusion_three_threads() {
 /// The main thread holds the lock while a waiter arrives, and releases it at every possible
 /// point of the waiter's spin and sleep: the waiter always gets the lock (a lost wake-up would
 /// leave it asleep forever: a loom deadlock), and every path to it is taken in some execution.
+///
+/// A gated waiter also reports whether it watched a free lock (its hint was asked) while
+/// spinning or after a wake-up.
 fn one_waiter(policy: SpinPolicy, expected: &[&'static str]) -> usize {
     let paths = Paths::default();
     let seen = paths.clone();
@@ -338,11 +349,15 @@ fn one_waiter(policy: SpinPolicy, expected: &[&'static str]) -> usize {
                 let t0 = loom_clock::peek_nanos();
                 let r = lock.acquire_until_with(None, policy);
                 assert_eq!(r, Acquire::Acquired, "no deadline, no signal");
-                seen.saw(classify(
-                    r,
-                    Loom::thread_log(),
-                    loom_clock::peek_nanos() != t0,
-                ));
+                let log = Loom::thread_log();
+                seen.saw(classify(r, log, loom_clock::peek_nanos() != t0));
+                if READY_ASKED.with(std::cell::Cell::get) > 0 {
+                    seen.saw(if log.slept == 0 {
+                        "gate watched while spinning"
+                    } else {
+                        "gate watched after a wake-up"
+                    });
+                }
                 data.enter();
                 lock.release().unwrap();
             })
@@ -373,7 +388,12 @@ fn lock_no_lost_wakeup_one_waiter() {
     );
     one_waiter(
         SpinPolicy::Gated(ready_never),
-        &["acquired while spinning", "acquired after a wake-up"],
+        &[
+            "acquired while spinning",
+            "acquired after a wake-up",
+            "gate watched while spinning",
+            "gate watched after a wake-up",
+        ],
     );
 }
 
@@ -629,7 +649,12 @@ fn lock_release_by_another_thread() {
 fn lock_gated() {
     one_waiter(
         SpinPolicy::Gated(ready_never),
-        &["acquired while spinning", "acquired after a wake-up"],
+        &[
+            "acquired while spinning",
+            "acquired after a wake-up",
+            "gate watched while spinning",
+            "gate watched after a wake-up",
+        ],
     );
     model("lock_gated_ready_turns_on", || {
         READY.store(false, Ordering::Relaxed);
@@ -687,6 +712,34 @@ fn lock_interrupted_wait() {
         assert!(!lock.is_locked());
     });
     paths.assert_saw("lock_interrupted_wait", &["interrupted"]);
+}
+
+/// `reinit` (Python's `_at_fork_reinit`) while the lock is held and a waiter sleeps: the waiter
+/// is not stranded, and once everyone is done the lock is free. (Releases may then be refused:
+/// after a reinit the holder no longer holds it.)
+#[test]
+fn lock_reinit_wakes_sleepers() {
+    model("lock_reinit_wakes_sleepers", || {
+        let lock = Arc::new(Lock::new());
+        assert!(lock.try_acquire());
+        let waiter = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || {
+                acquire(&lock, SpinPolicy::Brief);
+                lock.release()
+            })
+        };
+        let reinit = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || lock.reinit())
+        };
+        let mine = lock.release();
+        reinit.join().unwrap();
+        let theirs = waiter.join().unwrap();
+        // At least one of the two releases had something to release.
+        assert!(mine.is_ok() || theirs.is_ok(), "{mine:?} {theirs:?}");
+        assert!(!lock.is_locked());
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
