@@ -615,6 +615,59 @@ fn lock_timed_acquire() {
     );
 }
 
+/// Waits longer than the longest spin teach a lock to only probe (a 2 µs budget, one clock
+/// read here): three timed acquires time out asleep against a holder that waits for them
+/// (each 1 ms wait moves the estimate a quarter of the way to the 100 µs cap: 40, 55, 66 µs,
+/// past the 50 µs maximum), then an untimed acquire with the probe budget races the release.
+#[test]
+fn lock_probe_only_budget() {
+    let paths = Paths::default();
+    let seen = paths.clone();
+    model("lock_probe_only_budget", move || {
+        let lock = Arc::new(Lock::new());
+        let data = Arc::new(Guarded::new());
+        let timed_out = Arc::new(AtomicBool::new(false));
+        assert!(lock.try_acquire());
+        let waiter = {
+            let (lock, data, seen) = (Arc::clone(&lock), Arc::clone(&data), seen.clone());
+            let timed_out = Arc::clone(&timed_out);
+            thread::spawn(move || {
+                for _ in 0..3 {
+                    let deadline = Deadline::after(Duration::from_millis(1));
+                    assert_eq!(lock.acquire_until(Some(deadline)), Acquire::TimedOut);
+                }
+                timed_out.store(true, Ordering::Release);
+                let before = Loom::thread_log();
+                let t0 = loom_clock::peek_nanos();
+                let r = lock.acquire_until(None);
+                let mut log = Loom::thread_log();
+                log.slept -= before.slept;
+                log.timed_out -= before.timed_out;
+                let spent = loom_clock::peek_nanos() - t0;
+                seen.saw(classify(r, log, spent > 0));
+                if log.slept > 0 {
+                    // A first-budget spin alone reads the clock for 20 µs before it sleeps.
+                    assert!(spent < FIRST_BUDGET_NS, "spun {spent} ns, not a probe");
+                }
+                data.enter();
+                lock.release().unwrap();
+            })
+        };
+        while !timed_out.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        data.enter();
+        lock.release().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(data.value(), 2);
+        assert!(!lock.is_locked());
+    });
+    paths.assert_saw(
+        "lock_probe_only_budget",
+        &["acquired while spinning", "acquired after a wake-up"],
+    );
+}
+
 /// Release by another thread than the acquirer, while a third thread waits: the waiter is
 /// woken by that release.
 #[test]
