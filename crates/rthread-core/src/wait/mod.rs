@@ -7,6 +7,8 @@
 //! - [`Futex`] (Linux): the `futex(2)` system call, one word, no allocation, no table.
 //! - [`Fallback`] (everywhere): a fixed table of `Mutex` + `Condvar` buckets hashed by the word's
 //!   address. It is compiled and tested on Linux as well, so it stays honest.
+//! - `Loom` (only with `RUSTFLAGS="--cfg loom"`, where it is the only one): a model of the
+//!   futex for the `loom` model checker (`loom_model.rs`, `scripts/loom.sh`).
 //!
 //! [`DefaultWait`] is the backend the public lock types use.
 //!
