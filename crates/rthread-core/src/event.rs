@@ -20,10 +20,12 @@
 //! transition only decides whether `set` must call into the kernel; it orders
 //! nothing and is `Relaxed`.
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::deadline::Deadline;
 use crate::lock::Acquire;
+// `core`'s atomics, or loom's under `cfg(loom)`.
+use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::const_fn_unless_loom;
 use crate::wait::{DefaultWait, Wait, WaitResult};
 
 const UNSET: u32 = 0; // not set, no sleeper registered
@@ -54,19 +56,23 @@ impl<W: Wait> core::fmt::Debug for RawEvent<W> {
 }
 
 impl<W: Wait> RawEvent<W> {
-    /// A new, unset event.
-    pub const fn new() -> Self {
-        RawEvent {
-            state: AtomicU32::new(UNSET),
-            _wait: PhantomData,
+    const_fn_unless_loom! {
+        /// A new, unset event.
+        pub const fn new() -> Self {
+            RawEvent {
+                state: AtomicU32::new(UNSET),
+                _wait: PhantomData,
+            }
         }
     }
 
-    /// A new event that is already set.
-    pub const fn new_set() -> Self {
-        RawEvent {
-            state: AtomicU32::new(SET),
-            _wait: PhantomData,
+    const_fn_unless_loom! {
+        /// A new event that is already set.
+        pub const fn new_set() -> Self {
+            RawEvent {
+                state: AtomicU32::new(SET),
+                _wait: PhantomData,
+            }
         }
     }
 
@@ -120,7 +126,7 @@ impl<W: Wait> RawEvent<W> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::wait::Fallback;

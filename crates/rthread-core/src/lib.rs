@@ -60,12 +60,19 @@
 //! ```
 
 pub mod deadline;
+// The lock-graph diagnostics use real threads and clocks; they are not part of the loom model.
+#[cfg(not(loom))]
 pub mod diag;
 pub mod event;
 pub mod lock;
 pub mod rlock;
+mod sync;
 pub mod thread;
 pub mod wait;
+
+/// The modelled clock of a loom run (`RUSTFLAGS="--cfg loom"`, `scripts/loom.sh`).
+#[cfg(loom)]
+pub use sync::clock as loom_clock;
 
 pub use deadline::{Deadline, TIMEOUT_MAX, TIMEOUT_MAX_NANOS};
 pub use event::{Event, RawEvent};

@@ -62,12 +62,13 @@
 //!   free a lock that other threads still use.
 
 use core::fmt;
-use core::hint::spin_loop;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
 
 use crate::deadline::Deadline;
+// `core`'s atomics and hint and `std::thread::yield_now`, or loom's models under `cfg(loom)`.
+use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::hint::spin_loop;
+use crate::sync::{const_fn_unless_loom, thread};
 use crate::wait::{DefaultWait, Wait, WaitResult};
 
 /// Nobody holds the lock.
@@ -106,7 +107,8 @@ const ESTIMATE_SHIFT: u32 = 2;
 /// After spinning this long, the spinner yields its CPU between polls.
 pub const SPIN_YIELD_AFTER_NS: u32 = 1_000;
 /// Polls of the lock word between two reads of the clock (about 0.1-0.5 µs of `spin_loop`).
-const POLLS_PER_CLOCK_READ: u32 = 8;
+/// Fewer under `cfg(loom)`, where every poll is a scheduling point of the model.
+const POLLS_PER_CLOCK_READ: u32 = if cfg!(loom) { 2 } else { 8 };
 /// How long a waiter watches a free lock whose `ready()` hint stays false
 /// ([`SpinPolicy::Gated`]) before it takes it anyway: a little more than a releaser typically
 /// runs before it blocks in a handoff, so that a stale hint costs little.
@@ -117,8 +119,9 @@ pub const GATE_WATCH_NS: u32 = 10_000;
 ///
 /// The same bound as the standard library's futex mutex: a few microseconds at most. The spin
 /// is bounded and stops as soon as the state is `CONTENDED` (others are already sleeping, so
-/// spinning would only jump the queue).
-const SPIN_LIMIT: u32 = 100;
+/// spinning would only jump the queue). Under `cfg(loom)`, three polls: enough to reach both
+/// ends of the loop, few enough to keep the model small.
+const SPIN_LIMIT: u32 = if cfg!(loom) { 3 } else { 100 };
 
 /// How a contended acquire spins before it goes to sleep.
 #[derive(Clone, Copy, Debug, Default)]
@@ -217,12 +220,14 @@ pub struct RawLock<W: Wait = DefaultWait> {
 pub type Lock = RawLock<DefaultWait>;
 
 impl<W: Wait> RawLock<W> {
-    /// A new, unlocked lock.
-    pub const fn new() -> Self {
-        RawLock {
-            state: AtomicU32::new(UNLOCKED),
-            spin: AtomicU32::new(SPIN_INITIAL_NS),
-            _wait: PhantomData,
+    const_fn_unless_loom! {
+        /// A new, unlocked lock.
+        pub const fn new() -> Self {
+            RawLock {
+                state: AtomicU32::new(UNLOCKED),
+                spin: AtomicU32::new(SPIN_INITIAL_NS),
+                _wait: PhantomData,
+            }
         }
     }
 
@@ -572,7 +577,7 @@ impl<W: Wait> fmt::Debug for RawLock<W> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::wait::Fallback;

@@ -24,10 +24,12 @@
 //! for a `repr`), and the two values may come from different moments.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::deadline::Deadline;
 use crate::lock::{Acquire, RawLock, SpinPolicy};
+// `core`'s atomics, or loom's under `cfg(loom)`.
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::const_fn_unless_loom;
 use crate::wait::{DefaultWait, Wait};
 
 /// Error returned when a thread releases an `RLock` it does not hold (Python: "cannot release
@@ -70,12 +72,14 @@ pub struct RawRLock<W: Wait = DefaultWait> {
 pub type RLock = RawRLock<DefaultWait>;
 
 impl<W: Wait> RawRLock<W> {
-    /// A new, unowned lock.
-    pub const fn new() -> Self {
-        RawRLock {
-            lock: RawLock::new(),
-            owner: AtomicU64::new(0),
-            count: AtomicU64::new(0),
+    const_fn_unless_loom! {
+        /// A new, unowned lock.
+        pub const fn new() -> Self {
+            RawRLock {
+                lock: RawLock::new(),
+                owner: AtomicU64::new(0),
+                count: AtomicU64::new(0),
+            }
         }
     }
 
@@ -321,7 +325,7 @@ impl<W: Wait> fmt::Debug for RawRLock<W> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::wait::Fallback;

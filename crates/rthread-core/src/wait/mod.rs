@@ -7,6 +7,8 @@
 //! - [`Futex`] (Linux): the `futex(2)` system call, one word, no allocation, no table.
 //! - [`Fallback`] (everywhere): a fixed table of `Mutex` + `Condvar` buckets hashed by the word's
 //!   address. It is compiled and tested on Linux as well, so it stays honest.
+//! - `Loom` (only with `RUSTFLAGS="--cfg loom"`, where it is the only one): a model of the
+//!   futex for the `loom` model checker (`loom_model.rs`, `scripts/loom.sh`).
 //!
 //! [`DefaultWait`] is the backend the public lock types use.
 //!
@@ -22,26 +24,35 @@
 //! calls `wake_*`, a waiter that has not yet checked the word either sees the new value (and
 //! returns at once) or is already asleep and gets woken. No wake-up may be lost in between.
 
-use core::sync::atomic::AtomicU32;
-
 use crate::deadline::Deadline;
+// `core`'s `AtomicU32`, or loom's under `cfg(loom)`, where the only backend is [`Loom`].
+use crate::sync::atomic::AtomicU32;
 
+#[cfg(not(loom))]
 mod fallback;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod futex;
+#[cfg(loom)]
+mod loom_model;
 
+#[cfg(not(loom))]
 pub use fallback::Fallback;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub use futex::Futex;
+#[cfg(loom)]
+pub use loom_model::{Loom, WaitLog};
 
 /// The backend used by [`crate::Lock`] and [`crate::RLock`]: [`Futex`] on Linux, [`Fallback`]
 /// elsewhere.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 pub type DefaultWait = Futex;
 /// The backend used by [`crate::Lock`] and [`crate::RLock`]: [`Futex`] on Linux, [`Fallback`]
 /// elsewhere.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", loom)))]
 pub type DefaultWait = Fallback;
+/// Under `cfg(loom)`, the model of a futex that loom can explore.
+#[cfg(loom)]
+pub type DefaultWait = Loom;
 
 /// Why [`Wait::wait`] returned.
 #[must_use]
@@ -78,7 +89,7 @@ pub trait Wait {
     fn wake_all(word: &AtomicU32);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use core::sync::atomic::Ordering;
