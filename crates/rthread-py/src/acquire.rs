@@ -305,6 +305,17 @@ pub unsafe fn acquire_with(
     unsafe { block_without_gil(deadline, on, block) }
 }
 
+/// The main thread's sleeps are cut into slices, starting at this length and
+/// doubling up to [`SIGNAL_SLICE_MAX_NS`]; each slice ends with a run of the
+/// pending calls. A signal delivered while the waiter spins (or between two
+/// sleeps) has its C handler run at once, and then no system call is left for
+/// it to interrupt: without the slices, the Python handler (Ctrl-C) would only
+/// run when the wait ends, which for `acquire()` may be never.
+const SIGNAL_SLICE_FIRST_NS: u64 = 1_000_000;
+/// The longest slice: a signal that lands in such a window is handled at most
+/// this late, and a main thread blocked for good wakes up 16 times a second.
+const SIGNAL_SLICE_MAX_NS: u64 = 64_000_000;
+
 #[cold]
 unsafe fn block_without_gil(
     deadline: Option<Deadline>,
@@ -319,6 +330,17 @@ unsafe fn block_without_gil(
     if unsafe { crate::finalizing::refuse_lock_wait() } {
         return Outcome::Error;
     }
+    // Python signal handlers only run in the main thread: only its waits need slicing.
+    let main = rthread_core::thread::current_ident() == crate::thread::main_ident();
+    let slice_ns = std::cell::Cell::new(SIGNAL_SLICE_FIRST_NS);
+    let sliced = |d: Option<Deadline>| {
+        let end = Deadline::after_nanos(slice_ns.get());
+        match block(Some(d.map_or(end, |d| d.min(end)))) {
+            // The slice ended, not the wait: go and run the pending calls.
+            Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => Acquire::Interrupted,
+            r => r,
+        }
+    };
     loop {
         // SAFETY:
         // - the GIL is held here (caller), so it may be released, and it is
@@ -331,7 +353,11 @@ unsafe fn block_without_gil(
         //   before signal handlers run, which may wait themselves).
         let result = unsafe {
             let tstate = gil::save();
-            let result = crate::debug::wait(on, deadline, &block);
+            let result = if main {
+                crate::debug::wait(on, deadline, &sliced)
+            } else {
+                crate::debug::wait(on, deadline, &block)
+            };
             gil::restore(tstate);
             result
         };
@@ -344,6 +370,7 @@ unsafe fn block_without_gil(
                 return Outcome::Error;
             }
             Waited::Done(Acquire::Interrupted) => {
+                slice_ns.set((slice_ns.get() * 2).min(SIGNAL_SLICE_MAX_NS));
                 // SAFETY: the GIL is held again.
                 if unsafe { capi::Py_MakePendingCalls() } < 0 {
                     return Outcome::Error;
