@@ -305,16 +305,15 @@ pub unsafe fn acquire_with(
     unsafe { block_without_gil(deadline, on, block) }
 }
 
-/// The main thread's sleeps are cut into slices, starting at this length and
-/// doubling up to [`SIGNAL_SLICE_MAX_NS`]; each slice ends with a run of the
-/// pending calls. A signal delivered while the waiter spins (or between two
-/// sleeps) has its C handler run at once, and then no system call is left for
-/// it to interrupt: without the slices, the Python handler (Ctrl-C) would only
-/// run when the wait ends, which for `acquire()` may be never.
-const SIGNAL_SLICE_FIRST_NS: u64 = 1_000_000;
-/// The longest slice: a signal that lands in such a window is handled at most
-/// this late, and a main thread blocked for good wakes up 16 times a second.
-const SIGNAL_SLICE_MAX_NS: u64 = 64_000_000;
+/// How long the main thread's first sleep of a wait may last before it runs
+/// the pending calls. A signal delivered while the waiter spins (after it
+/// released the GIL, before it sleeps) has its C handler run at once, and
+/// then no system call is left for it to interrupt: without this cap, the
+/// Python handler (Ctrl-C) would only run when the wait ends, which for
+/// `acquire()` may be never. Only the first sleep is capped (and the first
+/// after each interruption, since the wait spins again then), so a long wait
+/// costs one extra wake-up and its wait record (watchdog) restarts once.
+const SIGNAL_FIRST_SLEEP_NS: u64 = 1_000_000;
 
 #[cold]
 unsafe fn block_without_gil(
@@ -330,15 +329,23 @@ unsafe fn block_without_gil(
     if unsafe { crate::finalizing::refuse_lock_wait() } {
         return Outcome::Error;
     }
-    // Python signal handlers only run in the main thread: only its waits need slicing.
+    // Python signal handlers only run in the main thread: only its waits need the cap.
     let main = rthread_core::thread::current_ident() == crate::thread::main_ident();
-    let slice_ns = std::cell::Cell::new(SIGNAL_SLICE_FIRST_NS);
-    let sliced = |d: Option<Deadline>| {
-        let end = Deadline::after_nanos(slice_ns.get());
+    let cap_next = std::cell::Cell::new(main);
+    let capped = |d: Option<Deadline>| {
+        if !cap_next.replace(false) {
+            return block(d);
+        }
+        let end = Deadline::after_nanos(SIGNAL_FIRST_SLEEP_NS);
         match block(Some(d.map_or(end, |d| d.min(end)))) {
-            // The slice ended, not the wait: go and run the pending calls.
+            // The cap ended, not the wait: go and run the pending calls, then
+            // wait on without a cap.
             Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => Acquire::Interrupted,
-            r => r,
+            r => {
+                // A real interruption: the next wait spins again, so cap it too.
+                cap_next.set(r == Acquire::Interrupted);
+                r
+            }
         }
     };
     loop {
@@ -354,7 +361,7 @@ unsafe fn block_without_gil(
         let result = unsafe {
             let tstate = gil::save();
             let result = if main {
-                crate::debug::wait(on, deadline, &sliced)
+                crate::debug::wait(on, deadline, &capped)
             } else {
                 crate::debug::wait(on, deadline, &block)
             };
@@ -370,7 +377,6 @@ unsafe fn block_without_gil(
                 return Outcome::Error;
             }
             Waited::Done(Acquire::Interrupted) => {
-                slice_ns.set((slice_ns.get() * 2).min(SIGNAL_SLICE_MAX_NS));
                 // SAFETY: the GIL is held again.
                 if unsafe { capi::Py_MakePendingCalls() } < 0 {
                     return Outcome::Error;
