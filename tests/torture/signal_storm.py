@@ -26,6 +26,7 @@ CTRL_C_ROUNDS = int(sys.argv[2])
 WORKERS = 4
 RAISE_EVERY = 37  # signals between two raising handler calls
 TIMEOUTS = (0.001, 0.002, 0.005, 0.01, 0.02)
+CTRL_C_GIVE_UP = 10.0  # a wait that outlasts this missed its Ctrl-C
 
 now = time.monotonic
 
@@ -158,7 +159,8 @@ def storm():
 
 def ctrl_c(rounds):
     """Seconds from os.kill(SIGINT) to the KeyboardInterrupt in the main
-    thread, blocked in lock.acquire() (even rounds) or Thread.join() (odd)."""
+    thread, blocked in lock.acquire() (even rounds) or Thread.join() (odd),
+    and how many interrupts were missed."""
     lat = {"acquire": [], "join": []}
     missed = 0
     for n in range(rounds):
@@ -176,11 +178,13 @@ def ctrl_c(rounds):
         killer.start()
         try:
             go.set()  # from here on, the interrupt lands inside this try
+            # Neither wait can end before its long timeout: one that does
+            # missed the interrupt (without the timeout, it would hang).
             if kind == "acquire":
-                held.acquire()
+                held.acquire(timeout=CTRL_C_GIVE_UP)
             else:
-                sleepers["main"].join()
-            missed += 1  # neither wait can end by itself
+                sleepers["main"].join(CTRL_C_GIVE_UP)
+            missed += 1
         except KeyboardInterrupt:
             lat[kind].append(now() - sent[0])
             if kind == "join":
