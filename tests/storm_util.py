@@ -40,7 +40,13 @@ def run(program, *args, on_rthread=True, timeout=120):
 def run_json(program, *args, on_rthread=True, timeout=120):
     """The JSON figures a program prints as its last stdout line; fails the
     test with its stderr if it printed none or exited non-zero."""
-    proc = run(program, *args, on_rthread=on_rthread, timeout=timeout)
+    try:
+        proc = run(program, *args, on_rthread=on_rthread, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(
+            f"{program} {args} on {'rthread' if on_rthread else 'the built-in'} still ran after "
+            f"{timeout} s; stdout: {exc.stdout!r:.1000} stderr: {exc.stderr!r:.2000}"
+        ) from None
     lines = proc.stdout.strip().splitlines()
     assert lines, f"{program} printed nothing (status {proc.returncode}): {proc.stderr[-3000:]}"
     figures = json.loads(lines[-1])

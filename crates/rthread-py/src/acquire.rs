@@ -308,12 +308,16 @@ pub unsafe fn acquire_with(
 /// How long the main thread's first sleep of a wait may last before it runs
 /// the pending calls. A signal delivered while the waiter spins (after it
 /// released the GIL, before it sleeps) has its C handler run at once, and
-/// then no system call is left for it to interrupt: without this cap, the
+/// then no system call is left for it to interrupt: without a cap, the
 /// Python handler (Ctrl-C) would only run when the wait ends, which for
-/// `acquire()` may be never. Only the first sleep is capped (and the first
-/// after each interruption, since the wait spins again then), so a long wait
-/// costs one extra wake-up and its wait record (watchdog) restarts once.
+/// `acquire()` may be never. Each wait (and each resumed after an
+/// interruption, since it spins again) caps its first [`SIGNAL_CAPPED_SLEEPS`]
+/// sleeps, doubling from this: a signal landing in the spin before any of them
+/// (the first 15 ms) is handled within the cap; after that, the wait sleeps
+/// uncapped and its wait record (watchdog) stays put.
 const SIGNAL_FIRST_SLEEP_NS: u64 = 1_000_000;
+/// How many sleeps of a main-thread wait are capped (1, 2, 4, 8 ms).
+const SIGNAL_CAPPED_SLEEPS: u32 = 4;
 
 #[cold]
 unsafe fn block_without_gil(
@@ -331,19 +335,24 @@ unsafe fn block_without_gil(
     }
     // Python signal handlers only run in the main thread: only its waits need the cap.
     let main = rthread_core::thread::current_ident() == crate::thread::main_ident();
-    let cap_next = std::cell::Cell::new(main);
+    let capped_left = std::cell::Cell::new(if main { SIGNAL_CAPPED_SLEEPS } else { 0 });
     let capped = |d: Option<Deadline>| {
-        if !cap_next.replace(false) {
+        let left = capped_left.get();
+        if left == 0 {
             return block(d);
         }
-        let end = Deadline::after_nanos(SIGNAL_FIRST_SLEEP_NS);
+        let cap = SIGNAL_FIRST_SLEEP_NS << (SIGNAL_CAPPED_SLEEPS - left);
+        let end = Deadline::after_nanos(cap);
         match block(Some(d.map_or(end, |d| d.min(end)))) {
-            // The cap ended, not the wait: go and run the pending calls, then
-            // wait on without a cap.
-            Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => Acquire::Interrupted,
+            // The cap ended, not the wait: go and run the pending calls.
+            Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => {
+                capped_left.set(left - 1);
+                Acquire::Interrupted
+            }
             r => {
-                // A real interruption: the next wait spins again, so cap it too.
-                cap_next.set(r == Acquire::Interrupted);
+                // A signal interrupted the sleep: the wait spins again, so its
+                // next sleeps are capped again.
+                capped_left.set(SIGNAL_CAPPED_SLEEPS);
                 r
             }
         }
