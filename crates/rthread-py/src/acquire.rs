@@ -336,14 +336,24 @@ unsafe fn block_without_gil(
     // Python signal handlers only run in the main thread: only its waits need the cap.
     let main = rthread_core::thread::current_ident() == crate::thread::main_ident();
     let capped_left = std::cell::Cell::new(if main { SIGNAL_CAPPED_SLEEPS } else { 0 });
+    let resuming = std::cell::Cell::new(false);
+    // Every call after the first resumes the wait: it spins only briefly
+    // (`gil::spin`), so that a signal is unlikely to land outside a sleep.
+    let resumed = |d: Option<Deadline>| {
+        let again = resuming.replace(true);
+        gil::set_resuming(again);
+        let r = block(d);
+        gil::set_resuming(false);
+        r
+    };
     let capped = |d: Option<Deadline>| {
         let left = capped_left.get();
         if left == 0 {
-            return block(d);
+            return resumed(d);
         }
         let cap = SIGNAL_FIRST_SLEEP_NS << (SIGNAL_CAPPED_SLEEPS - left);
         let end = Deadline::after_nanos(cap);
-        match block(Some(d.map_or(end, |d| d.min(end)))) {
+        match resumed(Some(d.map_or(end, |d| d.min(end)))) {
             // The cap ended, not the wait: go and run the pending calls.
             Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => {
                 capped_left.set(left - 1);
