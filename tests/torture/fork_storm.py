@@ -214,6 +214,8 @@ def main():
             if wpid:
                 break
             if time.monotonic() - t0 > DEADLINE + 2:
+                if os.environ.get("FORK_STORM_GDB"):  # where is it stuck?
+                    os.system(f"gdb -p {pid} -batch -ex 'thread apply all bt 30' >&2 2>/dev/null")
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 status = -1
