@@ -322,6 +322,20 @@ pub unsafe fn acquire_with<'w>(
     unsafe { block_without_gil(deadline, on(), block) }
 }
 
+/// How long the main thread's first sleep of a wait may last before it runs
+/// the pending calls. A signal delivered while the waiter spins (after it
+/// released the GIL, before it sleeps) has its C handler run at once, and
+/// then no system call is left for it to interrupt: without a cap, the
+/// Python handler (Ctrl-C) would only run when the wait ends, which for
+/// `acquire()` may be never. Each wait (and each resumed after an
+/// interruption, since it spins again) caps its first [`SIGNAL_CAPPED_SLEEPS`]
+/// sleeps, doubling from this: a signal landing in the spin before any of them
+/// (the first 15 ms) is handled within the cap; after that, the wait sleeps
+/// uncapped and its wait record (watchdog) stays put.
+const SIGNAL_FIRST_SLEEP_NS: u64 = 1_000_000;
+/// How many sleeps of a main-thread wait are capped (1, 2, 4, 8 ms).
+const SIGNAL_CAPPED_SLEEPS: u32 = 4;
+
 #[cold]
 unsafe fn block_without_gil(
     deadline: Option<Deadline>,
@@ -341,6 +355,40 @@ unsafe fn block_without_gil(
     // SAFETY: the GIL is held (caller).
     let contended = unsafe { crate::profile::wait_begin(&on) };
     let mut ended: (u64, bool);
+    // Python signal handlers only run in the main thread: only its waits need the cap.
+    let main = rthread_core::thread::current_ident() == crate::thread::main_ident();
+    let capped_left = std::cell::Cell::new(if main { SIGNAL_CAPPED_SLEEPS } else { 0 });
+    let resuming = std::cell::Cell::new(false);
+    // Every call after the first resumes the wait: it spins only briefly
+    // (`gil::spin`), so that a signal is unlikely to land outside a sleep.
+    let resumed = |d: Option<Deadline>| {
+        let again = resuming.replace(true);
+        gil::set_resuming(again);
+        let r = block(d);
+        gil::set_resuming(false);
+        r
+    };
+    let capped = |d: Option<Deadline>| {
+        let left = capped_left.get();
+        if left == 0 {
+            return resumed(d);
+        }
+        let cap = SIGNAL_FIRST_SLEEP_NS << (SIGNAL_CAPPED_SLEEPS - left);
+        let end = Deadline::after_nanos(cap);
+        match resumed(Some(d.map_or(end, |d| d.min(end)))) {
+            // The cap ended, not the wait: go and run the pending calls.
+            Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => {
+                capped_left.set(left - 1);
+                Acquire::Interrupted
+            }
+            r => {
+                // A signal interrupted the sleep: the wait spins again, so its
+                // next sleeps are capped again.
+                capped_left.set(SIGNAL_CAPPED_SLEEPS);
+                r
+            }
+        }
+    };
     let outcome = loop {
         // SAFETY:
         // - the GIL is held here (caller), so it may be released, and it is
@@ -353,7 +401,11 @@ unsafe fn block_without_gil(
         //   before signal handlers run, which may wait themselves).
         let result = unsafe {
             let tstate = gil::save();
-            let result = crate::debug::wait(on, deadline, &block);
+            let result = if main {
+                crate::debug::wait(on, deadline, &capped)
+            } else {
+                crate::debug::wait(on, deadline, &block)
+            };
             ended = crate::profile::wait_ended(&contended);
             gil::restore(tstate);
             result

@@ -88,6 +88,29 @@ fn ready() -> bool {
 /// The spin policy of every Python-facing lock wait.
 pub const SPIN: SpinPolicy = SpinPolicy::Gated(ready);
 
+std::thread_local! {
+    /// Set while the main thread resumes a wait it left to run the pending
+    /// calls (see `acquire::block_without_gil`).
+    static RESUMING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`SPIN`], or a brief spin while the main thread resumes a wait: by then the
+/// lock has been held for a millisecond or more, so a long spin cannot pay
+/// off, and a signal that lands during a spin interrupts no system call.
+#[inline]
+pub fn spin() -> SpinPolicy {
+    if RESUMING.try_with(std::cell::Cell::get).unwrap_or(false) {
+        SpinPolicy::Brief
+    } else {
+        SPIN
+    }
+}
+
+/// Marks the calling thread as resuming a wait (or not).
+pub fn set_resuming(on: bool) {
+    let _ = RESUMING.try_with(|r| r.set(on));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,7 +175,7 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
                 held_by: Some(HeldBy::Holder(&this.holder)),
             },
             || lock.try_acquire(),
-            |deadline| lock.acquire_until_with(deadline, gil::SPIN),
+            |deadline| lock.acquire_until_with(deadline, gil::spin()),
         );
         if outcome == acquire::Outcome::Acquired {
             crate::debug::acquired(&this.holder, id);

@@ -178,7 +178,7 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
                 held_by: Some(HeldBy::Ident(rlock.owner_word())),
             },
             || rlock.try_acquire(me),
-            |deadline| rlock.acquire_until_with(me, deadline, gil::SPIN),
+            |deadline| rlock.acquire_until_with(me, deadline, gil::spin()),
         );
         if outcome == acquire::Outcome::Acquired && rlock.count() == 1 {
             crate::debug::rlock_acquired(id);
