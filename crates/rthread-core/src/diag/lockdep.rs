@@ -38,14 +38,14 @@
 //! let ctx = || lockdep::Context::default();
 //! // One thread: a, then b.
 //! lockdep::push(LockId(1), a);
-//! assert!(lockdep::check(b, false, ctx).is_none());
+//! assert!(lockdep::check(b, LockId(77), false, ctx).is_none());
 //! lockdep::push(LockId(2), b);
 //! lockdep::pop(LockId(2));
 //! lockdep::pop(LockId(1));
 //! // Another time: b, then a -- the reverse order is reported before the acquire blocks.
 //! let v = std::thread::spawn(move || {
 //!     lockdep::push(LockId(2), b);
-//!     let v = lockdep::check(a, false, ctx);
+//!     let v = lockdep::check(a, LockId(77), false, ctx);
 //!     lockdep::pop(LockId(2));
 //!     v
 //! })
@@ -120,6 +120,9 @@ pub struct Context {
 pub struct EdgeRecord {
     pub from: Class,
     pub to: Class,
+    /// The held lock and the lock acquired (the ones of the first time this order was seen).
+    pub from_lock: LockId,
+    pub to_lock: LockId,
     /// Where the held lock (of class `from`) was acquired, if known.
     pub from_acquired_at: Option<SiteId>,
     /// Where the new lock was acquired.
@@ -228,6 +231,8 @@ impl Hasher for FastHasher {
 type Fast = BuildHasherDefault<FastHasher>;
 
 struct EdgeData {
+    from_lock: LockId,
+    to_lock: LockId,
     from_acquired_at: Option<SiteId>,
     to_acquired_at: Option<SiteId>,
     context: Context,
@@ -286,6 +291,8 @@ impl Graph {
         Some(EdgeRecord {
             from: Class(from),
             to: Class(to),
+            from_lock: e.from_lock,
+            to_lock: e.to_lock,
             from_acquired_at: e.from_acquired_at,
             to_acquired_at: e.to_acquired_at,
             context: e.context.clone(),
@@ -437,12 +444,17 @@ pub fn clear_thread() {
     });
 }
 
-/// The check before an acquire of a lock of class `to` that may block (`timed`: with a
+/// The check before an acquire of `lock`, of class `to`, that may block (`timed`: with a
 /// timeout). Adds the edges `held class -> to` that are new (with `context()`, called at most
 /// once, without the graph's lock, and only when an edge is new or a cycle is found), and
 /// returns the first cycle that one of them would close. A pair that closes a cycle is
 /// reported once; its edge is not added.
-pub fn check(to: Class, timed: bool, context: impl FnOnce() -> Context) -> Option<Violation> {
+pub fn check(
+    to: Class,
+    lock: LockId,
+    timed: bool,
+    context: impl FnOnce() -> Context,
+) -> Option<Violation> {
     if is_signal(to) {
         return None;
     }
@@ -499,6 +511,8 @@ pub fn check(to: Class, timed: bool, context: impl FnOnce() -> Context) -> Optio
                             new: EdgeRecord {
                                 from: h.class,
                                 to,
+                                from_lock: h.lock,
+                                to_lock: lock,
                                 from_acquired_at: h.acquired_at,
                                 to_acquired_at: at,
                                 context: ctx.clone(),
@@ -512,6 +526,8 @@ pub fn check(to: Class, timed: bool, context: impl FnOnce() -> Context) -> Optio
                 g.edges.insert(
                     pair,
                     EdgeData {
+                        from_lock: h.lock,
+                        to_lock: lock,
                         from_acquired_at: h.acquired_at,
                         to_acquired_at: at,
                         context: ctx.clone(),
@@ -575,7 +591,7 @@ mod tests {
         let b = cls("lockdep_abba.py", 2);
         on_thread(move || {
             push(LockId(101), a);
-            assert!(check(b, false, ctx_of(1)).is_none());
+            assert!(check(b, LockId(77), false, ctx_of(1)).is_none());
             push(LockId(102), b);
             pop(LockId(102));
             pop(LockId(101));
@@ -587,7 +603,7 @@ mod tests {
                 b,
                 Some(intern_site("lockdep_abba.py", 20, "g")),
             );
-            let v = check(a, false, ctx_of(2));
+            let v = check(a, LockId(77), false, ctx_of(2));
             pop(LockId(102));
             v
         })
@@ -606,7 +622,7 @@ mod tests {
         assert!(edge(b, a).is_none());
         let again = on_thread(move || {
             push(LockId(102), b);
-            let v = check(a, true, ctx_of(3));
+            let v = check(a, LockId(77), true, ctx_of(3));
             pop(LockId(102));
             v
         });
@@ -621,13 +637,13 @@ mod tests {
         for (x, y) in [(a, b), (b, c)] {
             on_thread(move || {
                 push(LockId(1), x);
-                assert!(check(y, false, ctx_of(1)).is_none());
+                assert!(check(y, LockId(77), false, ctx_of(1)).is_none());
                 pop(LockId(1));
             });
         }
         let v = on_thread(move || {
             push(LockId(1), c);
-            let v = check(a, true, ctx_of(1));
+            let v = check(a, LockId(77), true, ctx_of(1));
             pop(LockId(1));
             v
         })
@@ -645,7 +661,7 @@ mod tests {
             let calls = std::cell::Cell::new(0);
             for _ in 0..100 {
                 push(LockId(1), a);
-                let v = check(b, false, || {
+                let v = check(b, LockId(77), false, || {
                     calls.set(calls.get() + 1);
                     Context::default()
                 });
@@ -665,7 +681,7 @@ mod tests {
         for (p, q) in [(a, w), (w, x)] {
             on_thread(move || {
                 push(LockId(1), p);
-                assert!(check(q, false, ctx_of(1)).is_none());
+                assert!(check(q, LockId(77), false, ctx_of(1)).is_none());
                 pop(LockId(1));
             });
         }
@@ -678,7 +694,7 @@ mod tests {
             assert!(held().is_empty());
             // x then a would close a -> w -> x -> a, but the path goes through the signal.
             push(LockId(3), x);
-            assert!(check(a, false, ctx_of(1)).is_none());
+            assert!(check(a, LockId(77), false, ctx_of(1)).is_none());
             pop(LockId(3));
         });
         assert!(edge(x, a).is_some());
@@ -687,7 +703,7 @@ mod tests {
         on_thread(move || {
             push(LockId(1), a);
             let calls = std::cell::Cell::new(0);
-            assert!(check(w, false, || {
+            assert!(check(w, LockId(77), false, || {
                 calls.set(1);
                 Context::default()
             })
@@ -702,7 +718,7 @@ mod tests {
         let a = cls("lockdep_same.py", 1);
         on_thread(move || {
             push(LockId(1), a);
-            assert!(check(a, false, ctx_of(1)).is_none());
+            assert!(check(a, LockId(77), false, ctx_of(1)).is_none());
             pop(LockId(1));
         });
         assert!(edge(a, a).is_none());
@@ -717,7 +733,7 @@ mod tests {
             assert_eq!(held(), vec![a]);
             enable();
             assert!(held().is_empty());
-            assert!(check(b, false, ctx_of(1)).is_none());
+            assert!(check(b, LockId(77), false, ctx_of(1)).is_none());
         });
         assert!(edge(a, b).is_none());
     }
