@@ -651,6 +651,15 @@ def _long_site(site):
     return "%s:%d in %s" % (site[0], site[1], site[2]) if site[2] else _short_site(site)
 
 
+def _table_site(cls, lock_id):
+    """A short name for the scenario table: the label, or the file's base name and line."""
+    label = _label_of(lock_id)
+    if label:
+        return repr(label)
+    site = cls["site"]
+    return "?" if site is None else "%s:%d" % (_os.path.basename(site[0]) or site[0], site[1])
+
+
 def _lock_name(cls, lock_id):
     """``lock 'label' (created at f.py:3 in g)`` or ``lock created at ...``."""
     label = _label_of(lock_id)
@@ -709,8 +718,8 @@ def _format_lockdep(info, action):
             lines.append("    acquired at %s" % _long_site(edge["from_acquired_at"]))
     lines.append("")
     if len(path) == 1:
-        a = _short_site(held["site"])
-        b = _short_site(wanted["site"])
+        a = _table_site(held, new["from_lock"])
+        b = _table_site(wanted, new["to_lock"])
         left = _thread_desc(path[0])
         right = _thread_desc(new)
         if left == right:
