@@ -412,8 +412,18 @@ fn violation_to_py<'py>(
 /// # Safety
 /// The GIL must be held.
 pub unsafe fn acquired(obj: *mut PyObject, class: Class) {
-    // SAFETY: GIL held (caller).
-    let at = unsafe { debug::caller_site() };
+    // The innermost frame, whatever its file: one cached look-up. (Skipping the standard
+    // library's frames, as creation sites do, would walk and materialise frames on every
+    // acquire a `Condition` or `Queue` makes.)
+    // SAFETY: GIL held (caller); the frame is borrowed.
+    let at = unsafe {
+        let frame = ffi::PyEval_GetFrame();
+        if frame.is_null() {
+            0
+        } else {
+            raw_site(frame)
+        }
+    };
     lockdep::push_at(LockId(obj as u64), class, SiteId::from_u32(at));
 }
 
