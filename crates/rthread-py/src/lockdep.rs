@@ -232,7 +232,9 @@ pub unsafe fn class_for(obj: *mut PyObject, site: u32) -> Option<Class> {
 
 /// A lock whose holder waits for it (a `Condition` waiter): its class leaves the ordering.
 pub fn waited_by_holder(class: Class) {
-    lockdep::mark_signal(class);
+    if !lockdep::is_signal(class) {
+        lockdep::mark_signal(class);
+    }
 }
 
 /// The check before an acquire that may block. `false`: an exception is set and the
@@ -412,6 +414,9 @@ fn violation_to_py<'py>(
 /// # Safety
 /// The GIL must be held.
 pub unsafe fn acquired(obj: *mut PyObject, class: Class) {
+    if lockdep::is_signal(class) {
+        return; // not kept in chains
+    }
     // The innermost frame, whatever its file: one cached look-up. (Skipping the standard
     // library's frames, as creation sites do, would walk and materialise frames on every
     // acquire a `Condition` or `Queue` makes.)
