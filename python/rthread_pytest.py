@@ -31,6 +31,14 @@ whole session, and for each test phase (setup, call, teardown):
 
 Whatever the watchdog prints during a phase (a hang in a background thread, for
 instance) is attached to that phase's ``rthread`` section rather than printed.
+
+``--rthread-lockdep`` (or ``rthread_lockdep = true`` in the ini) checks the order in
+which locks are taken (``rthread.debug.lockdep``): a test phase during which some
+thread takes two locks in the opposite order of one seen before in the session (an
+ABBA deadlock waiting to happen, even if this run did not deadlock) fails, with the
+lock-order report as its message and in the ``rthread lockdep`` section. The program
+itself is not disturbed (the check only records, unless ``RTHREAD_LOCKDEP=raise`` asked
+for more). Reports made outside any test phase are printed at the end of the run.
 """
 
 import os
@@ -41,6 +49,9 @@ import pytest
 SECTION = "rthread"
 OPTION = "--rthread-watchdog"
 INI = "rthread_watchdog"
+LOCKDEP_OPTION = "--rthread-lockdep"
+LOCKDEP_INI = "rthread_lockdep"
+LOCKDEP_SECTION = "rthread lockdep"
 RESEND = 0.2
 
 _HOW_TO_ACTIVATE = (
@@ -58,6 +69,13 @@ def pytest_addoption(parser):
              "whose main thread waits longer than SECONDS, with rthread's report of who "
              "holds and waits for what; needs RTHREAD=1.")
     parser.addini(INI, "default of %s (SECONDS)" % OPTION, default="")
+    group.addoption(
+        LOCKDEP_OPTION, action="store_true", dest="rthread_lockdep", default=False,
+        help="fail a test during which locks are taken in the opposite order of an order "
+             "seen before (a possible ABBA deadlock), with rthread's lock-order report; "
+             "needs RTHREAD=1.")
+    parser.addini(LOCKDEP_INI, "default of %s (true/false)" % LOCKDEP_OPTION, type="bool",
+                  default=False)
 
 
 def _parse_seconds(text, where):
@@ -94,6 +112,8 @@ def _active_rthread():
 
 
 def pytest_configure(config):
+    if config.getoption("rthread_lockdep") or config.getini(LOCKDEP_INI):
+        _configure_lockdep(config)
     seconds = _requested(config)
     if seconds is None:
         return
@@ -368,3 +388,91 @@ def _interrupt_signal(signal):
     uses when there are (Linux), else SIGALRM."""
     high = getattr(signal, "SIGRTMAX", None)
     return int(high) - 3 if high is not None else int(signal.SIGALRM)
+
+
+# ----------------------------------------------------------------------------------------
+# --rthread-lockdep
+
+
+def _configure_lockdep(config):
+    if _active_rthread() is None:
+        raise pytest.UsageError(
+            "%s needs rthread as the process's _thread, and this pytest runs on the built-in "
+            "_thread. Activate rthread when the interpreter starts: RTHREAD=1 pytest %s ... "
+            "(or: python -m rthread -m pytest %s ...)"
+            % (LOCKDEP_OPTION, LOCKDEP_OPTION, LOCKDEP_OPTION))
+    try:
+        from rthread import debug
+    except ImportError as exc:
+        raise pytest.UsageError("%s: this build of rthread has no rthread.debug (%s)"
+                                % (LOCKDEP_OPTION, exc))
+    config.pluginmanager.register(_Lockdep(debug), "rthread-lockdep")
+
+
+class _Lockdep:
+    """Collects the lock-order reports made during each test phase and fails the phase."""
+
+    def __init__(self, debug):
+        self.debug = debug
+        self.pending = []  # reports since the last phase ended (list.append is atomic)
+        self.outside = []  # reports made outside any phase
+        self.previous = debug.lockdep_mode()
+        if self.previous == "off":
+            debug.lockdep("record")
+        debug._lockdep_listeners.append(self.pending.append)
+
+    def _take(self):
+        taken = []
+        while True:  # one pop at a time: a report may come from another thread meanwhile
+            try:
+                taken.append(self.pending.pop(0))
+            except IndexError:
+                return taken
+
+    def _hookwrapper(when):
+        @pytest.hookimpl(hookwrapper=True)
+        def wrapper(self, item):
+            self.outside.extend(self._take())  # not this phase's
+            yield
+
+        wrapper.__name__ = "pytest_runtest_" + when
+        return wrapper
+
+    pytest_runtest_setup = _hookwrapper("setup")
+    pytest_runtest_call = _hookwrapper("call")
+    pytest_runtest_teardown = _hookwrapper("teardown")
+    del _hookwrapper
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        reports = self._take()
+        if not reports:
+            return
+        report = outcome.get_result()
+        text = "\n".join(r.message for r in reports)
+        report.sections.append(("%s (%s)" % (LOCKDEP_SECTION, call.when), text))
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = ("rthread: %d lock-order inversion(s) during %s "
+                               "(--rthread-lockdep):\n%s" % (len(reports), call.when, text))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        self.outside.extend(self._take())
+        if self.outside:
+            terminalreporter.section(LOCKDEP_SECTION + ": outside any test")
+            for r in self.outside:
+                terminalreporter.write(r.message)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.outside.extend(self._take())
+        if self.outside and exitstatus == 0:
+            session.exitstatus = 1
+
+    def pytest_unconfigure(self, config):
+        try:
+            self.debug._lockdep_listeners.remove(self.pending.append)
+        except ValueError:
+            pass
+        if self.previous == "off":
+            self.debug.lockdep("off")

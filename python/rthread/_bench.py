@@ -369,35 +369,58 @@ _DIAG_CASES = [
 ]
 
 
-def _diag_rows(rthread, name, label, setup, body, repeats, min_ns):
-    """One bookkeeping row: rthread normal vs rthread in diagnostic mode, alternating."""
-    row = {"name": name, "label": label, "unit": "ns/op", "where": "in-process",
-           "note": "built-in column: rthread, normal mode; rthread column: diagnostic mode"}
+#: Lock-order checking rows: rthread with ``rthread.debug.lockdep("record")`` against rthread
+#: with it off, in the same process (same column convention as the diagnostic rows).
+_LOCKDEP_CASES = [
+    ("lockdep_lock_acquire_release", "lockdep on / off: lock acquire()+release()",
+     ["lock = mod.allocate_lock()"], ["lock.acquire()", "lock.release()"]),
+    ("lockdep_nested_with", "lockdep on / off: with a: with b: pass (an order, checked once)",
+     ["a = mod.allocate_lock()", "b = mod.RLock()"], ["with a:", "    with b:", "        pass"]),
+]
+
+
+def _diagnostic_toggle(debug):
+    """(was, on, off) for diagnostic mode."""
+    return debug.enabled(), debug.enable, debug.disable
+
+
+def _lockdep_toggle(debug):
+    """(was, on, off) for lock-order checking (in "record" mode: no warnings)."""
+    was = debug.lockdep_mode()
+    return was != "off", lambda: debug.lockdep("record"), lambda: debug.lockdep("off")
+
+
+def _diag_rows(rthread, name, label, setup, body, repeats, min_ns, toggle=_diagnostic_toggle,
+               note="built-in column: rthread, normal mode; rthread column: diagnostic mode"):
+    """One bookkeeping row: rthread normal vs rthread in diagnostic mode (or with another
+    ``toggle``: lock-order checking), alternating."""
+    row = {"name": name, "label": label, "unit": "ns/op", "where": "in-process", "note": note}
     try:
         import rthread.debug as debug
+
+        was, turn_on, turn_off = toggle(debug)
     except Exception as exc:  # an rthread build without the debug module
         row["builtin"] = _side_na("n/a: no rthread.debug: %s" % exc)
-        row["rthread"] = _side_na("n/a: no rthread.debug")
+        row["rthread"] = _side_na("n/a: not in this build")
         return [row]
-    was = debug.enabled()
     normal = _loop_runner(rthread, setup, body, [])
     diag_run = _loop_runner(rthread, setup, body, [])
 
     def diagnostic(n):
-        debug.enable()
+        turn_on()
         try:
             return diag_run(n)
         finally:
-            debug.disable()
+            turn_off()
 
     try:
-        debug.disable()
+        turn_off()
         n = _calibrate(normal, min_ns)
         diagnostic(n)
         budget_s = 4 * 2 * repeats * min_ns / 1e9
         results = _alternate([normal, diagnostic], n, repeats, UNROLL * n, budget_s)
     finally:
-        (debug.enable if was else debug.disable)()
+        (turn_on if was else turn_off)()
     for key, res in zip(("builtin", "rthread"), results):
         row[key] = _side_error(res) if isinstance(res, BaseException) else _side_ok(res)
     row["n"] = n
@@ -767,12 +790,20 @@ def _child_probe(activated, failure):
     return {"status": "ok"}
 
 
-def _child_stdlib(activated, failure, scale, samples, names):
-    """Runs the standard-library workloads ``samples`` times each, plain or on rthread."""
+def _child_stdlib(activated, failure, scale, samples, names, lockdep="off"):
+    """Runs the standard-library workloads ``samples`` times each, plain or on rthread
+    (with lock-order checking in ``lockdep`` mode)."""
     if activated:
         reason = _activation_problem(failure)
         if reason is not None:
             return {"status": "n/a", "reason": reason}
+    if lockdep != "off":
+        try:
+            import rthread.debug
+
+            rthread.debug.lockdep(lockdep)
+        except Exception as exc:
+            return {"status": "n/a", "reason": "n/a: no lock-order checking: %s" % exc}
     import threading
 
     cases = [c for c in _STDLIB_CASES if c[0] in names]
@@ -791,7 +822,12 @@ def _child_stdlib(activated, failure, scale, samples, names):
                 continue
             if round_:
                 results[name].append(value)
-    return {"status": "ok", "results": results, "sizes": sizes}
+    out = {"status": "ok", "results": results, "sizes": sizes}
+    if lockdep != "off":
+        import rthread.debug
+
+        out["lockdep_reports"] = len(rthread.debug.lockdep_reports())
+    return out
 
 
 def _child(argv, activated, failure):
@@ -802,7 +838,8 @@ def _child(argv, activated, failure):
     elif task == "probe":
         out = _child_probe(activated, failure)
     elif task == "stdlib":
-        out = _child_stdlib(activated, failure, float(argv[1]), int(argv[2]), argv[3].split(","))
+        out = _child_stdlib(activated, failure, float(argv[1]), int(argv[2]), argv[3].split(","),
+                            *argv[4:5])
     elif task == "stdlib_profile":
         import rthread.profile
 
@@ -843,11 +880,13 @@ def _memory_rows(kinds, rounds, count, timeout):
     return rows
 
 
-def _stdlib_rows(names, rounds, samples, scale, timeout, budget_s):
-    """The standard-library workloads: ``rounds`` pairs of children, plain then on rthread."""
+def _stdlib_rows(names, rounds, samples, scale, timeout, budget_s, lockdep=False):
+    """The standard-library workloads: ``rounds`` pairs of children, plain then on rthread
+    (with ``lockdep``: on rthread with lock-order checking off, then on)."""
     collected = {"builtin": {n: [] for n in names}, "rthread": {n: [] for n in names}}
     failure = {"builtin": None, "rthread": None}
     deadline = time.monotonic() + budget_s
+    reports = 0
     # A short first look, so that a threading that hangs on rthread costs seconds, not minutes.
     probe = _run_child(["probe"], PROBE_SECONDS, activate=True)
     if probe.get("status") != "ok":
@@ -856,17 +895,22 @@ def _stdlib_rows(names, rounds, samples, scale, timeout, budget_s):
             reason = "threading on rthread: " + reason.replace(
                 "child timed out", "importing threading and joining one thread timed out")
         failure["rthread"] = _side_na(reason)
+        if lockdep:
+            failure["builtin"] = failure["rthread"]
     for round_ in range(rounds):
         if round_ and time.monotonic() > deadline:
             break
         for which in ("builtin", "rthread"):
             if failure[which] is not None:
                 continue
-            out = _run_child(["stdlib", scale, samples, ",".join(names)], timeout,
-                             activate=which == "rthread")
+            args = ["stdlib", scale, samples, ",".join(names)]
+            if lockdep:
+                args.append("record" if which == "rthread" else "off")
+            out = _run_child(args, timeout, activate=lockdep or which == "rthread")
             if out.get("status") != "ok":
                 failure[which] = out
                 continue
+            reports += out.get("lockdep_reports", 0)
             for name, values in out["results"].items():
                 if isinstance(collected[which][name], list):
                     if isinstance(values, list):
@@ -878,6 +922,11 @@ def _stdlib_rows(names, rounds, samples, scale, timeout, budget_s):
         if name not in names:
             continue
         row = {"name": name, "label": label, "unit": unit, "where": "child processes"}
+        if lockdep:
+            row["name"] = "lockdep_" + name
+            row["label"] = "lockdep on / off: " + label
+            row["note"] = ("built-in column: rthread, lock-order checking off; rthread column: "
+                           "on (record), %d report(s)" % reports)
         for which in ("builtin", "rthread"):
             values = collected[which][name]
             if failure[which] is not None:
@@ -1134,6 +1183,11 @@ def _plan(rthread, mods, settings, only, objects):
         if _selected(name, only):
             plan.append((label, True, functools.partial(
                 _diag_rows, rthread, name, label, setup, body, repeats, min_ns)))
+    for name, label, setup, body in _LOCKDEP_CASES:
+        if _selected(name, only):
+            plan.append((label, True, functools.partial(
+                _diag_rows, rthread, name, label, setup, body, repeats, min_ns, _lockdep_toggle,
+                "built-in column: rthread, lock-order checking off; rthread column: on")))
     for name, label, unit, make, per, scale in _THREAD_CASES:
         if _selected(name, only):
             plan.append((label, True, functools.partial(
@@ -1180,6 +1234,15 @@ def _plan(rthread, mods, settings, only, objects):
         plan.append(("profile on / off: standard library workloads (children)", False,
                      functools.partial(_profile_stdlib_rows, prof_names, rounds, samples, scale,
                                        timeout, budget_s)))
+    names = [c[0] for c in _STDLIB_CASES if _selected("lockdep_" + c[0], only)]
+    if names:
+        rounds = min(12, max(1, math.ceil(repeats / 2)))
+        samples = 3 if repeats >= 3 else 1
+        scale = min(2.0, max(0.02, settings["min_time_ms"] / 20.0))
+        budget_s = 3 * 2 * rounds * (0.3 + 4 * (samples + 1) * 0.05 * scale)
+        plan.append(("lock-order checking on the standard library workloads (child processes)",
+                     False, functools.partial(_stdlib_rows, names, rounds, samples, scale,
+                                              timeout, budget_s, True)))
     return plan
 
 
@@ -1265,11 +1328,12 @@ def _parse(argv):
 
 def _case_names():
     return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _DIAG_CASES]
-            + [c[0] for c in _THREAD_CASES]
+            + [c[0] for c in _LOCKDEP_CASES] + [c[0] for c in _THREAD_CASES]
             + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["timed_overshoot_median", "timed_overshoot_p90", "memory_lock", "memory_rlock"]
             + [c[0] for c in _STDLIB_CASES]
-            + ["prof_" + c[0] for c in _STDLIB_CASES])
+            + ["prof_" + c[0] for c in _STDLIB_CASES]
+            + ["lockdep_" + c[0] for c in _STDLIB_CASES])
 
 
 def main(argv=None):

@@ -11,6 +11,9 @@ per bad value) and setting them up through :mod:`rthread.debug`.
                                                         or ``raise``
 ``--report-signal SIG``    ``RTHREAD_REPORT_SIGNAL``    print the report on signal SIG
                                                         (a name, ``SIGUSR1``, or number)
+``--lockdep MODE``         ``RTHREAD_LOCKDEP``          lock-order checking: ``warn``
+                                                        (LockOrderWarning) or ``raise``
+                                                        (LockOrderError from the acquire)
 =========================  ==========================  ==================================
 
 Imported before rthread is active (by ``-m rthread`` and at interpreter start-up):
@@ -23,7 +26,9 @@ ACTIONS = ("report", "exit", "raise")
 ENV_WATCHDOG = "RTHREAD_WATCHDOG"
 ENV_ON_HANG = "RTHREAD_ON_HANG"
 ENV_REPORT_SIGNAL = "RTHREAD_REPORT_SIGNAL"
-ENV_NAMES = (ENV_WATCHDOG, ENV_ON_HANG, ENV_REPORT_SIGNAL)
+ENV_LOCKDEP = "RTHREAD_LOCKDEP"
+ENV_NAMES = (ENV_WATCHDOG, ENV_ON_HANG, ENV_REPORT_SIGNAL, ENV_LOCKDEP)
+LOCKDEP_MODES = ("warn", "raise")
 
 
 def parse_seconds(text):
@@ -36,6 +41,14 @@ def parse_seconds(text):
     if value is None or not value == value or value == float("inf") or value <= 0:
         raise ValueError("expected a positive number of seconds, got %r" % (text,))
     return value
+
+
+def parse_lockdep(text):
+    """``warn`` or ``raise`` (any case, surrounding blanks ignored); ValueError otherwise."""
+    word = str(text).strip().lower()
+    if word not in LOCKDEP_MODES:
+        raise ValueError("expected one of %s, got %r" % (", ".join(LOCKDEP_MODES), text))
+    return word
 
 
 def parse_action(text):
@@ -86,14 +99,17 @@ def signal_name(number):
         return str(number)
 
 
-def apply(watchdog=None, action=None, report_signal=None):
+def apply(watchdog=None, action=None, report_signal=None, lockdep=None):
     """Sets the options up through rthread.debug (rthread must be active).
 
     Raises whatever rthread.debug raises (ImportError when this build of rthread
     has no rthread.debug, ValueError / OSError for a signal it cannot take)."""
-    if watchdog is None and report_signal is None:
+    if watchdog is None and report_signal is None and lockdep is None:
         return
     from rthread import debug
+
+    if lockdep is not None:
+        debug.lockdep(lockdep)
 
     if report_signal is not None:
         # Asked for at start: diagnostic mode, so that reports tell where each held
@@ -105,7 +121,8 @@ def apply(watchdog=None, action=None, report_signal=None):
 
 
 def from_environment(environ):
-    """Reads ``RTHREAD_WATCHDOG``, ``RTHREAD_ON_HANG`` and ``RTHREAD_REPORT_SIGNAL``.
+    """Reads ``RTHREAD_WATCHDOG``, ``RTHREAD_ON_HANG``, ``RTHREAD_REPORT_SIGNAL`` and
+    ``RTHREAD_LOCKDEP``.
 
     Returns ``(options, problems)``: the keyword arguments of apply() for the valid
     values, and one message per invalid (hence ignored) one. An empty value is as
@@ -134,6 +151,11 @@ def from_environment(environ):
         except ValueError as exc:
             problems.append("%s=%s ignored: %s"
                             % (ENV_REPORT_SIGNAL, raw[ENV_REPORT_SIGNAL], exc))
+    if raw[ENV_LOCKDEP] is not None:
+        try:
+            options["lockdep"] = parse_lockdep(raw[ENV_LOCKDEP])
+        except ValueError as exc:
+            problems.append("%s=%s ignored: %s" % (ENV_LOCKDEP, raw[ENV_LOCKDEP], exc))
     return options, problems
 
 

@@ -56,13 +56,18 @@ Options (before PROGRAM):
                           (FILE.speedscope.json: speedscope; FILE.json: JSON; FILE.collapsed,
                           .folded or .txt: collapsed stacks; else the text table) and print
                           the top of the table on stderr (see rthread.profile)
+  --lockdep MODE          check the order in which locks are taken: the first acquire that
+                          takes two locks (by creation line) in the opposite order of one
+                          seen before, which two threads can turn into a deadlock, warns
+                          (warn: rthread.debug.LockOrderWarning, through warnings) or raises
+                          (raise: rthread.debug.LockOrderError) before it blocks
   --                      end of options: the next argument is the script, even if it
                           starts with -
 
-With RTHREAD=1, the environment variables RTHREAD_WATCHDOG=SECONDS, RTHREAD_ON_HANG=ACTION
-and RTHREAD_REPORT_SIGNAL=SIGNAL do the same, in every interpreter that starts with them
-(this process and its children); so does RTHREAD_PROFILE=FILE (children write FILE with
-.PID before its extension).
+With RTHREAD=1, the environment variables RTHREAD_WATCHDOG=SECONDS, RTHREAD_ON_HANG=ACTION,
+RTHREAD_REPORT_SIGNAL=SIGNAL and RTHREAD_LOCKDEP=MODE do the same, in every interpreter that
+starts with them (this process and its children); so does RTHREAD_PROFILE=FILE (children
+write FILE with .PID before its extension).
 """
 
 class _UsageError(Exception):
@@ -71,13 +76,14 @@ class _UsageError(Exception):
 
 # Options taking a value: option -> (parser, key of the options dict).
 def _option_parsers():
-    from ._debug_options import parse_action, parse_seconds, parse_signal
+    from ._debug_options import parse_action, parse_lockdep, parse_seconds, parse_signal
 
     return {
         "--watchdog": (parse_seconds, "watchdog"),
         "--on-hang": (parse_action, "action"),
         "--report-signal": (parse_signal, "report_signal"),
         "--profile-locks": (_parse_path, "profile_locks"),
+        "--lockdep": (parse_lockdep, "lockdep"),
     }
 
 
@@ -405,6 +411,8 @@ def _describe_options(options):
         words.append("--watchdog")
     if "report_signal" in options:
         words.append("--report-signal")
+    if "lockdep" in options:
+        words.append("--lockdep")
     return " and ".join(words)
 
 

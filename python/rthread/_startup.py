@@ -8,12 +8,13 @@ activation is skipped with a one-line warning and the interpreter goes on with t
 built-in ``_thread``: start-up must never fail because of rthread.
 
 Once rthread is active, the hang-report variables ``RTHREAD_WATCHDOG=SECONDS``,
-``RTHREAD_ON_HANG=report|exit|raise`` and ``RTHREAD_REPORT_SIGNAL=SIGUSR1`` (see
-``rthread._debug_options``) are set up, the same as ``python -m rthread``'s options,
-and so is the lock contention profile, ``RTHREAD_PROFILE=FILE`` (``rthread.profile``).
+``RTHREAD_ON_HANG=report|exit|raise``, ``RTHREAD_REPORT_SIGNAL=SIGUSR1`` and the
+lock-order check ``RTHREAD_LOCKDEP=warn|raise`` (see ``rthread._debug_options``) are set up,
+the same as ``python -m rthread``'s options, and so is the lock contention profile,
+``RTHREAD_PROFILE=FILE`` (``rthread.profile``).
 Like RTHREAD=1 itself they reach every child interpreter that inherits the
 environment. An invalid value is one line on stderr and is ignored. When none is
-set, this costs three dictionary look-ups.
+set, this costs five dictionary look-ups.
 """
 
 import os
@@ -47,7 +48,7 @@ def _activate():
 
 def _hang_options(environ):
     if not (environ.get("RTHREAD_WATCHDOG") or environ.get("RTHREAD_ON_HANG")
-            or environ.get("RTHREAD_REPORT_SIGNAL")):
+            or environ.get("RTHREAD_REPORT_SIGNAL") or environ.get("RTHREAD_LOCKDEP")):
         return
     try:
         from rthread import _debug_options

@@ -67,6 +67,12 @@ __all__ = [
     "unregister",
     "stats",
     "ContentionStats",
+    "LockOrderWarning",
+    "LockOrderError",
+    "LockOrderReport",
+    "lockdep",
+    "lockdep_mode",
+    "lockdep_reports",
 ]
 
 SCHEMA = "rthread.debug/1"
@@ -79,6 +85,27 @@ class DeadlockError(RuntimeError):
 
     def __init__(self, report=""):
         super().__init__(report)
+        self.report = report
+
+
+class LockOrderWarning(Warning):
+    """Issued (through ``warnings``) by an acquire that closes a cycle in the lock-order
+    graph: two code paths take the same locks in opposite orders, so two threads can
+    deadlock. ``-W error`` (or a ``warnings`` filter) makes it an exception raised from
+    that acquire, before it blocks. ``.report`` is the ``LockOrderReport``."""
+
+    def __init__(self, message="", report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class LockOrderError(RuntimeError):
+    """Raised (``lockdep("raise")``) out of an acquire that closes a cycle in the
+    lock-order graph, before it blocks; the lock was not taken. ``.report`` is the
+    ``LockOrderReport``."""
+
+    def __init__(self, message="", report=None):
+        super().__init__(message)
         self.report = report
 
 
@@ -603,6 +630,207 @@ def stats():
     ``Event.wait``) and joins are not counted. ``rthread.profile`` tells where."""
     waits, spins, sleeps, timeouts, wait_ns = _sys.modules["rthread._rthread_profile"].stats()
     return ContentionStats(waits, spins, sleeps, timeouts, wait_ns / 1e9)
+
+
+# ---------------------------------------------------------------------------
+# Lock-order checking (lockdep)
+
+_LOCKDEP_MODES = ("off", "record", "warn", "raise")
+_lockdep_reports = []
+_lockdep_listeners = []  # callables(report), called for every new report (pytest plugin)
+
+
+class LockOrderReport:
+    """One lock-order inversion: ``message`` (the text), ``action`` taken ("record",
+    "warn" or "raise"), ``timed`` (the acquire had a timeout), ``thread`` and
+    ``thread_name`` of the acquire, ``new`` and ``path``: the new order and the orders
+    already seen that lead back (dicts with ``from``/``to`` classes, sites and stacks)."""
+
+    def __init__(self, info, action):
+        self.info = info
+        self.action = action
+        self.new = info["new"]
+        self.path = info["path"]
+        self.timed = info["timed"]
+        self.thread = self.new["thread"]
+        self.thread_name = self.new["thread_name"]
+        self.message = _format_lockdep(info, action)
+
+    def __str__(self):
+        return self.message
+
+    def __repr__(self):
+        return "<LockOrderReport %s>" % self.message.splitlines()[0]
+
+
+def _short_site(site):
+    return "?" if site is None else "%s:%d" % (site[0], site[1])
+
+
+def _long_site(site):
+    if site is None:
+        return "an unknown place"
+    return "%s:%d in %s" % (site[0], site[1], site[2]) if site[2] else _short_site(site)
+
+
+def _table_site(cls, lock_id):
+    """A short name for the scenario table: the label, or the file's base name and line."""
+    label = _label_of(lock_id)
+    if label:
+        return repr(label)
+    site = cls["site"]
+    return "?" if site is None else "%s:%d" % (_os.path.basename(site[0]) or site[0], site[1])
+
+
+def _lock_name(cls, lock_id):
+    """``lock 'label' (created at f.py:3 in g)`` or ``lock created at ...``."""
+    label = _label_of(lock_id)
+    where = "created at %s" % _long_site(cls["site"])
+    if cls.get("inner") is not None:
+        where += " (by %s)" % _long_site(cls["inner"])
+    return "lock %r (%s)" % (label, where) if label else "lock %s" % where
+
+
+def _thread_desc(edge):
+    name = edge.get("thread_name")
+    if name:
+        return "thread %r" % name
+    return "thread %#x" % edge["thread"]
+
+
+def _stack_lines(stack, indent):
+    import linecache
+
+    out = [indent + "Stack (most recent call last):"]
+    for file, line, func in reversed(stack or ()):
+        out.append('%s  File "%s", line %d, in %s' % (indent, file, line, func))
+        text = linecache.getline(file, line).strip()
+        if text:
+            out.append(indent + "    " + text)
+    if not stack:
+        out.append(indent + "  (no Python frames)")
+    return out
+
+
+def _format_lockdep(info, action):
+    new, path = info["new"], info["path"]
+    held = new["from"]
+    wanted = new["to"]
+    lines = []
+    bar = "=" * 72
+    lines.append("rthread lockdep: possible deadlock: lock order inversion (%s)" % {
+        "raise": "raised LockOrderError", "warn": "warning", "record": "recorded"}[action])
+    lines.append(bar)
+    lines.append("%s is about to acquire" % _thread_desc(new))
+    lines.append("    %s" % _lock_name(wanted, new["to_lock"]))
+    lines.append("    at %s" % _long_site(new["to_acquired_at"]))
+    lines.append("while it holds")
+    lines.append("    %s" % _lock_name(held, new["from_lock"]))
+    if new["from_acquired_at"] is not None:
+        lines.append("    acquired at %s" % _long_site(new["from_acquired_at"]))
+    lines.append("")
+    lines.append("but the opposite order was seen before:")
+    for edge in path:
+        lines.append("  %s acquired" % _thread_desc(edge))
+        lines.append("    %s" % _lock_name(edge["to"], edge["to_lock"]))
+        lines.append("    at %s" % _long_site(edge["to_acquired_at"]))
+        lines.append("  while it held")
+        lines.append("    %s" % _lock_name(edge["from"], edge["from_lock"]))
+        if edge["from_acquired_at"] is not None:
+            lines.append("    acquired at %s" % _long_site(edge["from_acquired_at"]))
+    lines.append("")
+    if len(path) == 1:
+        a = _table_site(held, new["from_lock"])
+        b = _table_site(wanted, new["to_lock"])
+        left = _thread_desc(path[0])
+        right = _thread_desc(new)
+        if left == right:
+            left, right = "thread 1", "thread 2"
+        width = max(30, len(left) + 4, len("acquire " + b) + 4)
+        lines.append("Two threads can deadlock this way:")
+        lines.append("")
+        lines.append("    %-*s%s" % (width, left, right))
+        lines.append("    %-*s%s" % (width, "-" * len(left), "-" * len(right)))
+        lines.append("    %s" % ("acquire " + b))
+        lines.append("    %-*s%s" % (width, "", "acquire " + a))
+        lines.append("    %s" % ("acquire " + a + "   <- waits"))
+        lines.append("    %-*s%s" % (width, "", "acquire " + b + "   <- waits"))
+        lines.append("")
+        lines.append("    *** DEADLOCK ***")
+    else:
+        lines.append("%d threads can deadlock this way, each holding one lock of the cycle"
+                     % (len(path) + 1))
+        chain = [_short_site(wanted["site"])] + [_short_site(e["to"]["site"]) for e in path]
+        lines.append("    " + " -> ".join(chain))
+    lines.append("")
+    lines.append("The new order (%s, now):" % _thread_desc(new))
+    lines.extend(_stack_lines(new["stack"], "  "))
+    for i, edge in enumerate(path, 1):
+        lines.append("")
+        lines.append("The earlier order%s (first seen in %s):" % (
+            " #%d" % i if len(path) > 1 else "", _thread_desc(edge)))
+        lines.extend(_stack_lines(edge["stack"], "  "))
+    if info.get("timed") and action == "warn":
+        lines.append("")
+        lines.append("(a timed acquire: it warns rather than raises, it cannot wait for ever)")
+    elif info.get("restore") and action == "warn":
+        lines.append("")
+        lines.append("(Condition.wait taking its lock back: it warns rather than raises)")
+    lines.append(bar)
+    return "\n".join(lines) + "\n"
+
+
+def _lockdep_report(info, action):
+    """Called by the native check, in the acquiring thread, before the acquire blocks."""
+    report = LockOrderReport(info, action)
+    _lockdep_reports.append(report)
+    for listener in list(_lockdep_listeners):
+        try:
+            listener(report)
+        except Exception:
+            pass
+    if action == "raise":
+        raise LockOrderError(report.message, report)
+    if action == "warn":
+        import warnings
+
+        warnings.warn(LockOrderWarning(report.message, report), stacklevel=2)
+
+
+def _lockdep_thread_name():
+    threading = _sys.modules.get("threading")
+    active = getattr(threading, "_active", None)
+    if active is None:
+        return None
+    thread = active.get(_rthread.get_ident())
+    return None if thread is None else thread.name
+
+
+def lockdep(mode="warn"):
+    """Lock-order checking. ``mode``: ``"warn"`` (a ``LockOrderWarning`` through
+    ``warnings`` from the acquire that closes an order cycle), ``"raise"``
+    (``LockOrderError`` from that acquire, before it blocks; a timed acquire, or a
+    ``Condition.wait`` taking its lock back, still only warns), ``"record"`` (kept in
+    ``lockdep_reports()`` only) or ``"off"`` (``None`` and ``False`` too). Each order cycle is
+    reported once. Returns the previous mode."""
+    if mode is None or mode is False:
+        mode = "off"
+    if mode not in _LOCKDEP_MODES:
+        raise ValueError("mode must be one of %s, not %r" % (", ".join(_LOCKDEP_MODES), mode))
+    return _native.lockdep_set(mode)
+
+
+def lockdep_mode():
+    """The current lock-order checking mode ("off", "record", "warn" or "raise")."""
+    return _native.lockdep_mode()
+
+
+def lockdep_reports():
+    """Every lock-order inversion reported so far in this process (``LockOrderReport``)."""
+    return list(_lockdep_reports)
+
+
+_native.lockdep_configure(_lockdep_report, _lockdep_thread_name)
 
 
 _native.configure(DeadlockError, _watchdog_fire)

@@ -60,7 +60,7 @@ const MAX_FRAMES: usize = 16;
 /// A multiply-shift hasher for the site cache's two-word keys (SipHash would cost more than
 /// the rest of a cache hit).
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -94,7 +94,7 @@ static SITE_CACHE: GilCell<Option<SiteMap>> = GilCell(UnsafeCell::new(None));
 /// A value only touched with the GIL held (the module is never used without the GIL:
 /// `gil_used = true`), so the GIL serialises every access; cheaper than a mutex on the
 /// allocation path.
-struct GilCell<T>(UnsafeCell<T>);
+pub(crate) struct GilCell<T>(pub(crate) UnsafeCell<T>);
 
 // SAFETY: every access goes through `GilCell::with`, whose callers hold the GIL, and the GIL
 // lets one thread at a time run them; the closure cannot reach Python (it gets only `&mut T`).
@@ -103,7 +103,7 @@ unsafe impl<T: Send> Sync for GilCell<T> {}
 impl<T> GilCell<T> {
     /// # Safety
     /// The GIL must be held, and `f` must not release it or reach Python.
-    unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+    pub(crate) unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: the GIL serialises the callers (see the `Sync` impl); `f` cannot re-enter.
         f(unsafe { &mut *self.0.get() })
     }
@@ -203,21 +203,32 @@ pub(crate) unsafe fn attr_string(obj: *mut PyObject, name: &std::ffi::CStr) -> O
             ffi::PyErr_Clear();
             return None;
         }
+        let out = str_of(v);
+        ffi::Py_DECREF(v);
+        out
+    }
+}
+
+/// `v` as a Rust string if it is a `str`, else `None` (any error is cleared).
+///
+/// # Safety
+/// The GIL must be held and `v` live.
+pub(crate) unsafe fn str_of(v: *mut PyObject) -> Option<String> {
+    // SAFETY: GIL held (caller); the UTF-8 buffer belongs to `v`, which outlives the copy.
+    unsafe {
         let mut size: ffi::Py_ssize_t = 0;
         let p = if ffi::PyUnicode_Check(v) != 0 {
             ffi::PyUnicode_AsUTF8AndSize(v, &mut size)
         } else {
             std::ptr::null()
         };
-        let out = if p.is_null() {
+        if p.is_null() {
             ffi::PyErr_Clear();
             None
         } else {
             let bytes = std::slice::from_raw_parts(p.cast::<u8>(), size as usize);
             Some(String::from_utf8_lossy(bytes).into_owned())
-        };
-        ffi::Py_DECREF(v);
-        out
+        }
     }
 }
 
@@ -438,9 +449,24 @@ pub unsafe fn caller_site() -> u32 {
 // ---------------------------------------------------------------------------------------------
 // Holders and waits (the lock types call these)
 
-/// Diagnostic mode (per-acquire sites and times), mirrored from `diag::track_held` so the
-/// acquire path reads one static.
+/// Some per-acquire hook is on: diagnostic mode ([`HELD`]) or lock-order checking
+/// (`crate::lockdep`). The one static the lock types' fast paths read.
 static DIAGNOSTIC: AtomicBool = AtomicBool::new(false);
+
+/// Diagnostic mode (per-acquire sites and times), mirrored from `diag::track_held`.
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// Whether the acquire and release paths must call the hooked functions below.
+#[inline(always)]
+pub fn hooked() -> bool {
+    !COMPILED_OUT && DIAGNOSTIC.load(Ordering::Relaxed)
+}
+
+/// Recomputes [`DIAGNOSTIC`] from the hooks that are on.
+pub fn refresh_hooks() {
+    let on = HELD.load(Ordering::Relaxed) || crate::lockdep::on();
+    DIAGNOSTIC.store(on, Ordering::Relaxed);
+}
 
 /// A "raise" watchdog is on: waits sleep in [`CANCEL_SLICE`]s to notice cancellation.
 static SLICED: AtomicBool = AtomicBool::new(false);
@@ -453,7 +479,7 @@ thread_local! {
 
 /// The calling thread's packed slot, registering it on first use (0 if it cannot be).
 #[inline(always)]
-pub(crate) fn my_packed() -> u32 {
+pub fn my_packed() -> u32 {
     let p = PACKED.with(Cell::get);
     if p != 0 {
         p
@@ -469,17 +495,25 @@ fn register_packed() -> u32 {
     p
 }
 
-/// Records the calling thread as a plain lock's holder (call right after acquiring).
-///
-/// # Safety
-/// The GIL must be held (diagnostic mode reads the Python frame).
+/// Records the calling thread as a plain lock's holder (call right after acquiring), when
+/// [`hooked`] was false.
 #[inline(always)]
-pub unsafe fn acquired(holder: &Holder, id: LockId) {
+pub fn set_holder(holder: &Holder) {
     if COMPILED_OUT {
         return;
     }
     holder.set_packed(my_packed());
-    if DIAGNOSTIC.load(Ordering::Relaxed) {
+}
+
+/// Records the calling thread as a plain lock's holder, and what the hooks that are on
+/// record (call right after acquiring, when [`hooked`] was true).
+///
+/// # Safety
+/// The GIL must be held (diagnostic mode reads the Python frame).
+#[inline]
+pub unsafe fn acquired(holder: &Holder, id: LockId) {
+    set_holder(holder);
+    if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
         unsafe { push_held(id) };
     }
@@ -504,17 +538,29 @@ pub fn releasing(holder: &Holder, id: LockId) {
     }
     let outcome = holder.release_packed(PACKED.with(Cell::get));
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        remove_held(outcome, id);
+        released_hooked(outcome, id);
     }
 }
 
-/// A lock is freed: drop it from its holder's held list (diagnostic mode).
+#[cold]
+fn released_hooked(outcome: Released, id: LockId) {
+    if HELD.load(Ordering::Relaxed) {
+        remove_held(outcome, id);
+    }
+    crate::lockdep::released(outcome, id);
+}
+
+/// A lock is freed: drop it from its holder's held list (diagnostic mode) and from the
+/// lock-order records.
 #[inline]
 pub fn forget(holder: &Holder, id: LockId) {
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        if let Some(packed) = holder.holder_packed() {
-            diag::held_remove(packed, id);
+        if HELD.load(Ordering::Relaxed) {
+            if let Some(packed) = holder.holder_packed() {
+                diag::held_remove(packed, id);
+            }
         }
+        crate::lockdep::dropped(holder.holder_packed() == Some(my_packed()), id);
     }
 }
 
@@ -531,13 +577,14 @@ fn remove_held(outcome: Released, id: LockId) {
     }
 }
 
-/// An `RLock`'s first acquire by its owner (diagnostic mode only does anything).
+/// An `RLock`'s first acquire by its owner, when [`hooked`] was true: diagnostic mode's
+/// held list (lock-order checking is done by the caller).
 ///
 /// # Safety
 /// The GIL must be held.
-#[inline(always)]
+#[inline]
 pub unsafe fn rlock_acquired(id: LockId) {
-    if DIAGNOSTIC.load(Ordering::Relaxed) {
+    if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
         unsafe { push_held(id) };
     }
@@ -547,7 +594,10 @@ pub unsafe fn rlock_acquired(id: LockId) {
 #[inline(always)]
 pub fn rlock_released(id: LockId) {
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        remove_held(Released::ByAcquirer, id);
+        if HELD.load(Ordering::Relaxed) {
+            remove_held(Released::ByAcquirer, id);
+        }
+        crate::lockdep::released(Released::ByAcquirer, id);
     }
 }
 
@@ -990,12 +1040,13 @@ fn wait_kind(w: WaitFor) -> (&'static str, u64) {
 #[pyfunction]
 fn set_enabled(on: bool) {
     diag::set_track_held(on);
-    DIAGNOSTIC.store(on, Ordering::Relaxed);
+    HELD.store(on, Ordering::Relaxed);
+    refresh_hooks();
 }
 
 #[pyfunction]
 fn is_enabled() -> bool {
-    DIAGNOSTIC.load(Ordering::Relaxed)
+    HELD.load(Ordering::Relaxed)
 }
 
 /// `configure(deadlock_error, renderer)`: the types and callback of `rthread.debug`.
@@ -1207,6 +1258,7 @@ pub fn create_module(py: Python<'_>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(native_report, &m)?)?;
     m.add_function(wrap_pyfunction!(watchdog, &m)?)?;
     m.add_function(wrap_pyfunction!(fast_frames, &m)?)?;
+    crate::lockdep::add_functions(&m)?;
     let modules = py.import("sys")?.getattr("modules")?;
     modules.set_item("rthread._rthread_debug", m)?;
     Ok(())

@@ -16,6 +16,7 @@ mod gil;
 mod handle;
 mod local;
 mod lock;
+mod lockdep;
 mod module;
 mod name;
 mod profile;

@@ -56,8 +56,12 @@ pub unsafe fn new_lock() -> *mut PyObject {
         let this = obj.cast::<LockObject>();
         ptr::addr_of_mut!((*this).lock).write(Lock::new());
         ptr::addr_of_mut!((*this).holder).write(Holder::new());
-        ptr::addr_of_mut!((*this).site).write(crate::debug::caller_site());
+        let site = crate::debug::caller_site();
+        ptr::addr_of_mut!((*this).site).write(site);
         ptr::addr_of_mut!((*this).weakreflist).write(ptr::null_mut());
+        if crate::debug::hooked() {
+            crate::lockdep::created(obj, site);
+        }
         obj
     }
 }
@@ -164,10 +168,28 @@ unsafe fn acquire_named(
 unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
+        if crate::debug::hooked() {
+            return acquire_hooked(slf, wait);
+        }
         let this = object_of(slf);
-        let lock = &this.lock;
-        let id = LockId(slf as u64);
-        let outcome = acquire::acquire_with(
+        let outcome = acquire_outcome(this, LockId(slf as u64), wait);
+        if outcome == acquire::Outcome::Acquired {
+            crate::debug::set_holder(&this.holder);
+        }
+        acquire::to_python(outcome)
+    }
+}
+
+/// The acquire itself (no bookkeeping).
+///
+/// # Safety
+/// The GIL must be held.
+#[inline(always)]
+unsafe fn acquire_outcome(this: &LockObject, id: LockId, wait: acquire::Wait) -> acquire::Outcome {
+    let lock = &this.lock;
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        acquire::acquire_with(
             wait,
             || crate::debug::WaitOn {
                 what: WaitFor::Lock(id),
@@ -176,9 +198,49 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
             },
             || lock.try_acquire(),
             |deadline| lock.acquire_until_with(deadline, gil::spin()),
-        );
+        )
+    }
+}
+
+/// [`acquire_wait`] with diagnostic mode or lock-order checking on: the order is checked
+/// before the acquire may block (a `LockOrderError` leaves the lock untouched).
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[cold]
+#[inline(never)]
+unsafe fn acquire_hooked(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        let this = object_of(slf);
+        let id = LockId(slf as u64);
+        let class = if crate::lockdep::on() {
+            crate::lockdep::class_for(slf, this.site)
+        } else {
+            None
+        };
+        if let Some(class) = class {
+            if this.holder.holder_packed() == Some(crate::debug::my_packed()) {
+                // Its holder tries to take it again (a `Condition` waiter, whose second
+                // acquire may even be non-blocking): only another thread can release it.
+                crate::lockdep::waited_by_holder(class);
+            } else if !matches!(wait, acquire::Wait::NonBlocking)
+                && !crate::lockdep::check(
+                    slf,
+                    class,
+                    matches!(wait, acquire::Wait::Within(_)),
+                    false,
+                )
+            {
+                return ptr::null_mut();
+            }
+        }
+        let outcome = acquire_outcome(this, id, wait);
         if outcome == acquire::Outcome::Acquired {
             crate::debug::acquired(&this.holder, id);
+            if let Some(class) = class {
+                crate::lockdep::acquired(slf, class);
+            }
         }
         acquire::to_python(outcome)
     }
@@ -252,6 +314,9 @@ unsafe extern "C-unwind" fn at_fork_reinit(slf: *mut PyObject, _: *mut PyObject)
         let this = object_of(slf);
         this.lock.reinit();
         this.holder.clear();
+        if crate::debug::hooked() {
+            crate::lockdep::released(rthread_core::diag::Released::Unknown, LockId(slf as u64));
+        }
         capi::none()
     }
 }

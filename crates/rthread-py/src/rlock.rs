@@ -119,8 +119,12 @@ unsafe extern "C-unwind" fn new(
         }
         let this = obj.cast::<RLockObject>();
         ptr::addr_of_mut!((*this).rlock).write(RLock::new());
-        ptr::addr_of_mut!((*this).site).write(crate::debug::caller_site());
+        let site = crate::debug::caller_site();
+        ptr::addr_of_mut!((*this).site).write(site);
         ptr::addr_of_mut!((*this).weakreflist).write(ptr::null_mut());
+        if crate::debug::hooked() {
+            crate::lockdep::created(obj, site);
+        }
         obj
     }
 }
@@ -132,6 +136,10 @@ unsafe extern "C-unwind" fn dealloc(slf: *mut PyObject) {
     // reference (our base is a heap type) to us.
     unsafe {
         let this = slf.cast::<RLockObject>();
+        if crate::debug::hooked() {
+            let held = (*this).rlock.is_owned(thread::current_ident());
+            crate::lockdep::dropped(held, LockId(slf as u64));
+        }
         if !(*this).weakreflist.is_null() {
             ffi::PyObject_ClearWeakRefs(slf);
         }
@@ -170,6 +178,23 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
             return errors::raise(ffi::PyExc_OverflowError, errors::RLOCK_COUNT_OVERFLOW);
         }
         let id = LockId(slf as u64);
+        let hooked = crate::debug::hooked();
+        let mut class = None;
+        if hooked && crate::lockdep::on() && !rlock.is_owned(me) {
+            class = crate::lockdep::class_for(slf, (*slf.cast::<RLockObject>()).site);
+            if let Some(class) = class {
+                if !matches!(wait, acquire::Wait::NonBlocking)
+                    && !crate::lockdep::check(
+                        slf,
+                        class,
+                        matches!(wait, acquire::Wait::Within(_)),
+                        false,
+                    )
+                {
+                    return ptr::null_mut();
+                }
+            }
+        }
         let outcome = acquire::acquire_with(
             wait,
             || crate::debug::WaitOn {
@@ -180,8 +205,11 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
             || rlock.try_acquire(me),
             |deadline| rlock.acquire_until_with(me, deadline, gil::spin()),
         );
-        if outcome == acquire::Outcome::Acquired && rlock.count() == 1 {
+        if hooked && outcome == acquire::Outcome::Acquired && rlock.count() == 1 {
             crate::debug::rlock_acquired(id);
+            if let Some(class) = class {
+                crate::lockdep::acquired(slf, class);
+            }
         }
         acquire::to_python(outcome)
     }
@@ -354,6 +382,18 @@ unsafe extern "C-unwind" fn acquire_restore(
         let Some((count, owner)) = parse_state(state) else {
             return ptr::null_mut();
         };
+        let hooked = crate::debug::hooked();
+        let mut class = None;
+        if hooked && crate::lockdep::on() {
+            class = crate::lockdep::class_for(slf, (*slf.cast::<RLockObject>()).site);
+            // The end of a Condition.wait: it must come back holding the lock, so a cycle
+            // only warns here.
+            if let Some(class) = class {
+                if !crate::lockdep::check(slf, class, false, true) {
+                    return ptr::null_mut();
+                }
+            }
+        }
         // Like the built-in, this wait is not interruptible: signal handlers
         // run once the caller (threading.Condition.wait) is back in Python.
         if rlock.acquire_restore_until(count, owner, Some(rthread_core::Deadline::now()))
@@ -372,7 +412,12 @@ unsafe extern "C-unwind" fn acquire_restore(
             {}
             gil::restore(tstate);
         }
-        crate::debug::rlock_acquired(LockId(slf as u64));
+        if hooked {
+            crate::debug::rlock_acquired(LockId(slf as u64));
+            if let Some(class) = class {
+                crate::lockdep::acquired(slf, class);
+            }
+        }
         capi::none()
     }
 }
@@ -381,6 +426,9 @@ unsafe extern "C-unwind" fn at_fork_reinit(slf: *mut PyObject, _: *mut PyObject)
     // SAFETY: called by CPython with the GIL held and `slf` an RLock.
     unsafe {
         rlock_of(slf).reinit();
+        if crate::debug::hooked() {
+            crate::lockdep::released(rthread_core::diag::Released::Unknown, LockId(slf as u64));
+        }
         capi::none()
     }
 }

@@ -61,6 +61,8 @@ pub unsafe extern "C-unwind" fn set_sentinel(_: *mut PyObject, _: *mut PyObject)
         if lock.is_null() {
             return lock;
         }
+        // Held for the thread's whole life and waited for by joiners: not an order.
+        crate::lockdep::exclude(lock);
         let hook = ffi::PyType_GenericAlloc(HOOK_TYPE.load(Ordering::Relaxed), 0);
         if hook.is_null() {
             ffi::Py_DECREF(lock);

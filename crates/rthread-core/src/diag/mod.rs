@@ -163,6 +163,7 @@
 //! - **Fork**: call [`after_fork_child`] in the child (with the other at-fork handlers).
 
 mod graph;
+pub mod lockdep;
 pub mod profile;
 mod registry;
 mod sites;
