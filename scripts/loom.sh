@@ -4,7 +4,7 @@
 #
 #   scripts/loom.sh short   every model at preemption bound 2 (for `make test`: seconds, plus the build)
 #   scripts/loom.sh long    every model at bound 4, then bound 5 on all but the four largest models
-#                           (for `make torture`: about 10-15 minutes on 2 cores)
+#                           (for `make torture`: 21 minutes measured on the shared 2-core machine)
 #
 # A bound b explores every interleaving with at most b preemptions, a superset of bound b-1's.
 # LOOM_MAX_PREEMPTIONS overrides the bound of `short`. Extra arguments go to the test binary
