@@ -128,3 +128,19 @@ def test_main_exit_status(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["valgrind_check.py", str(tmp_path / "missing.xml")])
     assert vc.main() == 1
     assert "cannot read" in capsys.readouterr().out
+
+
+def test_definite_leak_at_import_is_counted_apart(tmp_path, capsys):
+    # A string made by a C API call in the module's init (interned, kept for the process).
+    init = stack(
+        ("malloc", PRELOAD),
+        ("PyUnicode_New", LIBPYTHON),
+        ("pyo3::types::module::PyModuleMethods::add_function", RTHREAD_SO),
+        ("_rthread::_rthread::_PYO3_DEF::__pyo3_module_exec", RTHREAD_SO),
+        ("PyModule_ExecDef", LIBPYTHON),
+    )
+    ok, stats, out = run(tmp_path, capsys, error("Leak_DefinitelyLost", init, leaked=50))
+    assert ok
+    assert stats["Leak_DefinitelyLost.bytes.import"] == 50
+    assert stats["Leak_DefinitelyLost.bytes.rthread"] == 0
+    assert "(rthread 0 B, at import 50 B)" in out
