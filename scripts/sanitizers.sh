@@ -126,7 +126,9 @@ memcheck() {
   need_valgrind
   local t0; t0=$(now)
   echo "== memcheck, Python $version: build"
-  scripts/install.sh "$version" "$python"
+  # (Called with `|| ...`, where set -e does not apply: each step checks its own status.)
+  scripts/install.sh "$version" "$python" || {
+    note "memcheck Python $version: FAILED: scripts/install.sh did not build it"; return 1; }
   local out=$top/target/valgrind/$version
   rm -rf "$out"; mkdir -p "$out"
   echo "== memcheck, Python $version ($(valgrind --version)): pytest ${files[*]}"
@@ -140,16 +142,18 @@ memcheck() {
   local secs=$(($(now) - t1))
   if [ "$rc" != 0 ]; then
     tail -n 20 "$out/valgrind.log" >&2
-    die "memcheck, Python $version: pytest under valgrind exited $rc"
+    note "memcheck Python $version: FAILED: pytest under valgrind exited $rc (log: $out/valgrind.log)"
+    return 1
   fi
-  local line
-  if ! line=$(".venv/$version/bin/python" scripts/valgrind_check.py --label "Python $version" \
-      "$out/memcheck.xml"); then
-    echo "$line"
-    die "memcheck, Python $version: errors or definite leaks attributed to rthread (XML: $out/memcheck.xml)"
-  fi
+  local line crc=0
+  line=$(".venv/$version/bin/python" scripts/valgrind_check.py --label "Python $version" \
+    "$out/memcheck.xml") || crc=$?
   echo "$line"
   note "memcheck Python $version, ${#files[@]} test files: pytest under valgrind ${secs} s (with build $(($(now) - t0)) s): $(head -n1 <<< "$line" | sed 's/^valgrind Python [^:]*: //')"
+  if [ "$crc" != 0 ]; then
+    echo "memcheck, Python $version: errors or definite leaks attributed to rthread (XML: $out/memcheck.xml)" >&2
+    return 1
+  fi
 }
 
 # memcheck-sid VERSION [FILES...]: the same inside the sid chroot, for 3.14/3.15.
@@ -174,18 +178,21 @@ case "${1:-}" in
     t0=$(now)
     asan
     set -- $(scripts/default-python.sh)
-    memcheck "$1" "$2" "${SHORT_FILES[@]}"
+    failed=0
+    memcheck "$1" "$2" "${SHORT_FILES[@]}" || failed=1
     note "short tier: $(($(now) - t0)) s"
     print_summary short
+    exit "$failed"
     ;;
   long)
     t0=$(now)
     asan
     tsan
+    failed=""
     found=$(scripts/pythons.sh)
     while read -r v p; do
       [ -n "$v" ] || continue
-      memcheck "$v" "$p" "${LONG_FILES[@]}"
+      memcheck "$v" "$p" "${LONG_FILES[@]}" || failed="$failed $v"
     done <<< "$found"
     if [ "${RTHREAD_SAN_SID:-1}" != 0 ]; then
       [ "$(id -u)" = 0 ] || die "the sid chroot (3.14, 3.15) needs root; RTHREAD_SAN_SID=0 leaves it out"
@@ -194,16 +201,20 @@ case "${1:-}" in
         [[ $wanted == *" $v "* ]] || continue
         # A version already found on the host was run above.
         if awk -v v="$v" '$1==v {f=1} END {exit !f}' <<< "$found"; then continue; fi
-        # Run in a subshell: its summary lines are printed there, so collect them here.
-        line=$(memcheck_sid "$v" "${LONG_FILES[@]}" | tee /dev/stderr | sed -n 's/^== \(memcheck Python .*\)$/\1/p' | tail -n1)
-        [ -n "$line" ] || die "memcheck in the sid chroot for $v printed no result"
-        summary+=("$line (sid chroot)")
+        # It runs in the chroot, whose summary lines are printed there: collect them here.
+        log=$top/target/valgrind/sid-$v.log
+        mkdir -p "$(dirname "$log")"
+        memcheck_sid "$v" "${LONG_FILES[@]}" 2>&1 | tee "$log" || failed="$failed $v"
+        line=$(sed -n 's/^== \(memcheck Python .*\)$/\1/p' "$log" | tail -n1)
+        summary+=("${line:-memcheck Python $v: no result (log: $log)} (sid chroot)")
       done
     else
       note "memcheck in the sid chroot (3.14, 3.15): left out (RTHREAD_SAN_SID=0)"
     fi
     note "long tier: $(($(now) - t0)) s"
+    [ -z "$failed" ] || note "memcheck FAILED on:$failed"
     print_summary long
+    [ -z "$failed" ]
     ;;
   asan) asan ;;
   tsan) tsan ;;
