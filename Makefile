@@ -1,6 +1,10 @@
 # The documented workflow. Every CI step is one of these targets.
 #   make demo   set up (venv, maturin, release build) and run the demo
-#   make test   core cargo tests, pytest and CPython's own thread suites (conformance) on every interpreter 3.9-3.15 found
+#   make test   core cargo tests, the short reliability tier (loom models, AddressSanitizer, valgrind
+#               memcheck), pytest (with the short fuzz/storm/leak tiers) and CPython's own thread suites
+#               (conformance) on every interpreter 3.9-3.15 found
+#   make torture  the long reliability tier (scripts/torture.sh): loom at higher bounds, ASan+TSan,
+#               memcheck on every interpreter, 100 000 fuzz steps and the full storms per interpreter
 #   make test-sid  the same `make test` for CPython 3.14 and 3.15, inside a Debian sid chroot
 #               (needs root; makes the chroot with mmdebstrap on first use, scripts/sid.sh)
 #   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg, 3.9-3.15
@@ -8,7 +12,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHONS_CMD := scripts/pythons.sh
 
-.PHONY: demo test test-rust test-python test-sid lint fmt build clean
+.PHONY: demo test test-rust test-models test-python test-sid torture lint fmt build clean
 
 demo:
 	@set -- $$(scripts/default-python.sh); echo "== building rthread for Python $$1 ($$2)"; \
@@ -20,11 +24,22 @@ demo:
 build:
 	@$(PYTHONS_CMD) | while read -r v p; do echo "== build $$v"; scripts/install.sh "$$v" "$$p"; done
 
-test: test-rust test-python conformance
+test: test-rust test-models test-python conformance
 
 test-rust:
 	cargo test -p rthread-core
 	@set -- $$(scripts/default-python.sh); PYO3_PYTHON=$$2 cargo test -p rthread-py --lib
+
+# The short reliability tier outside pytest: loom models of the core lock, RLock and event
+# (every interleaving up to 2 preemptions), the core tests under AddressSanitizer, and a short
+# pytest run of the extension under valgrind memcheck on the default interpreter.
+test-models:
+	scripts/loom.sh short
+	scripts/sanitizers.sh short
+
+# The long tier: see scripts/torture.sh (minutes to hours; TORTURE_STEPS selects steps).
+torture:
+	scripts/torture.sh
 
 test-python:
 	@found=$$($(PYTHONS_CMD)); \
@@ -59,13 +74,16 @@ lint:
 	 done
 
 # CPython 3.14 and 3.15 from Debian sid: `make test` inside the chroot, restricted to them,
-# failing unless both are there.
+# failing unless both are there. Of the short reliability tier only memcheck runs there, on 3.14
+# (the long tier covers both): loom and ASan test the pure-Rust core, covered on the host.
 SID_VERSIONS := 3.14 3.15
 test-sid:
 	@scripts/sid.sh setup
 	@scripts/sid.sh run bash -c 'found=$$(RTHREAD_PYTHONS="$(SID_VERSIONS)" scripts/pythons.sh | cut -d" " -f1 | xargs); \
 	  [ "$$found" = "$(SID_VERSIONS)" ] || { echo "sid chroot: expected CPython $(SID_VERSIONS), found: $$found" >&2; exit 1; }; \
-	  CARGO_TARGET_DIR=target/sid RTHREAD_PYTHONS="$(SID_VERSIONS)" make test'
+	  export CARGO_TARGET_DIR=target/sid RTHREAD_PYTHONS="$(SID_VERSIONS)"; \
+	  make test-rust test-python conformance && \
+	  scripts/sanitizers.sh memcheck 3.14 /usr/bin/python3.14'
 
 fmt:
 	cargo fmt --all

@@ -5,8 +5,10 @@
 #   2. sanitizers: AddressSanitizer (and ThreadSanitizer where it runs) on the core crate's
 #      tests, valgrind memcheck on more of the extension's tests (scripts/sanitizers.sh long);
 #   3. per interpreter: differential fuzzing (100 000 steps), fork / signal / exit / 64-thread
-#      storms and the leak checks at their long sizes (RTHREAD_TORTURE=long), host interpreters
-#      first, then CPython 3.14 and 3.15 in the sid chroot when this runs as root.
+#      storms and the leak checks at their long sizes (RTHREAD_TORTURE=long), then CPython's own
+#      test_threading, test_queue and test_thread with lock-order checking set to raise (no
+#      false report may fail them); host interpreters first, then CPython 3.14 and 3.15 in the
+#      sid chroot when this runs as root.
 # Every step prints its figures; the summary at the end lists what failed.
 # Options: TORTURE_STEPS="loom sanitizers python sid" to run a subset.
 set -uo pipefail
@@ -30,7 +32,8 @@ run() {  # run NAME CMD...: runs a step, tees its output to target/torture/NAME.
 
 python_tier() {  # python_tier VERSION PYTHON
   scripts/install.sh "$1" "$2" &&
-    RTHREAD_TORTURE=long ".venv/$1/bin/python" -m pytest -q -s -p no:cacheprovider $files
+    RTHREAD_TORTURE=long ".venv/$1/bin/python" -m pytest -q -rA -p no:cacheprovider $files &&
+    RTHREAD=1 RTHREAD_LOCKDEP=raise ".venv/$1/bin/python" -m test -j2 test_threading test_queue test_thread
 }
 
 for step in $steps; do
@@ -49,8 +52,7 @@ for step in $steps; do
       fi
       scripts/sid.sh setup || { failed="$failed sid-setup"; continue; }
       for v in 3.14 3.15; do
-        run "python$v" scripts/sid.sh run \
-          bash -c "scripts/install.sh $v /usr/bin/python$v && RTHREAD_TORTURE=long .venv/$v/bin/python -m pytest -q -s -p no:cacheprovider $files"
+        run "sid-python$v" scripts/sid.sh run env TORTURE_STEPS=python RTHREAD_PYTHONS=$v scripts/torture.sh
       done
       ;;
     *) echo "unknown torture step: $step" >&2; failed="$failed $step" ;;
