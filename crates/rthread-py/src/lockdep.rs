@@ -184,10 +184,12 @@ pub unsafe fn created(obj: *mut PyObject, site: u32) {
     }
 }
 
-/// Takes the lock `obj` out of the ordering (a thread's `_tstate_lock`).
+/// Takes the lock `obj` out of the ordering (a thread's `_tstate_lock`, made by
+/// `_set_sentinel` up to 3.12; 3.13+ threads end through handles, not locks).
 ///
 /// # Safety
 /// The GIL must be held; `obj` is a live lock.
+#[cfg(not(Py_3_13))]
 pub unsafe fn exclude(obj: *mut PyObject) {
     if !on() {
         return;
