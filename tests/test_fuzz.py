@@ -331,8 +331,16 @@ def local_state(loc):
     return normalize(repr(sorted((repr(k), repr(v)) for k, v in loc.__dict__.items())))
 
 
-def sub_local(mod):
-    return type("Local", (mod._local,), {"__init__": lambda self, *a, **k: None})
+def sub_local(mod, fail):
+    """A _local subclass whose __init__ (run again, with the same arguments, in
+    every thread that first touches the object) records what it got."""
+
+    def __init__(self, *a, **k):
+        if fail and a:
+            raise KeyError(a[0])
+        self.init = (a, k)
+
+    return type("Local", (mod._local,), {"__init__": __init__})
 
 
 # ---------------------------------------------------------------- the machine
@@ -364,13 +372,15 @@ class Pair:
 
 
 class Differential(RuleBasedStateMachine):
+    other = rthread  # compared with BUILTIN
+
     def __init__(self):
         super().__init__()
         self.locks = []
         self.rlocks = []
         self.locals = []
         self.handles = []
-        self.workers = [Worker(BUILTIN), Worker(rthread)]
+        self.workers = [Worker(BUILTIN), Worker(self.other)]
         STEPS["examples"] += 1
 
     def teardown(self):
@@ -439,7 +449,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        got = same(f"{how}(*{args!r})", make(0, BUILTIN), make(1, rthread))
+        got = same(f"{how}(*{args!r})", make(0, BUILTIN), make(1, self.other))
         if got[0] == "ok":
             assert type(made[0]).__name__ == type(made[1]).__name__
             self.locks.append(Pair("lock", made))
@@ -455,23 +465,23 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        got = same(f"RLock(*{args!r}, kw={kw})", make(0, BUILTIN), make(1, rthread))
+        got = same(f"RLock(*{args!r}, kw={kw})", make(0, BUILTIN), make(1, self.other))
         if got[0] == "ok":
             self.rlocks.append(Pair("rlock", made))
 
-    @rule(args=st.lists(odd_objects, max_size=2), kw=st.booleans(), sub=st.booleans())
+    @rule(args=st.lists(odd_objects, max_size=2), kw=st.booleans(), sub=st.sampled_from(["no", "init", "fail"]))
     def new_local(self, args, kw, sub):
         made = [None, None]
 
         def make(i, mod):
             def run():
-                cls = sub_local(mod) if sub else mod._local
+                cls = mod._local if sub == "no" else sub_local(mod, sub == "fail")
                 made[i] = cls(*args, **({"x": 1} if kw else {}))
                 return made[i]
 
             return run
 
-        got = same(f"_local(*{args!r}, kw={kw}, sub={sub})", make(0, BUILTIN), make(1, rthread))
+        got = same(f"_local(*{args!r}, kw={kw}, sub={sub})", make(0, BUILTIN), make(1, self.other))
         if got[0] == "ok":
             self.locals.append(Pair("local", made))
 
@@ -592,7 +602,66 @@ class Differential(RuleBasedStateMachine):
                 return lambda: in_thread(mod, lambda: (getattr(loc, name, "<none>"), local_state(loc)))
             return lambda: in_thread(mod, lambda: (setattr(loc, name, value), local_state(loc)))
 
-        same(f"_local {op} {name!r} = {value!r}", side(BUILTIN, pair.objs[0]), side(rthread, pair.objs[1]))
+        same(f"_local {op} {name!r} = {value!r}", side(BUILTIN, pair.objs[0]), side(self.other, pair.objs[1]))
+
+    @rule(kind=st.sampled_from(["lock", "rlock", "local", "handle"]), i=pick,
+          op=st.sampled_from(["copy", "deepcopy", "pickle", "reduce2", "getstate", "subclass", "type", "weakref",
+                              "eq", "hash-eq", "dir", "bool", "str", "init", "new", "setattr", "delattr-x", "doc"]))
+    def object_protocol(self, kind, i, op):
+        import copy
+        import pickle
+        import weakref
+
+        pool = {"lock": self.locks, "rlock": self.rlocks, "local": self.locals, "handle": self.handles}[kind]
+        if not pool:
+            return
+        pair = pool[i % len(pool)]
+
+        def side(obj):
+            def run():
+                cls = type(obj)
+                if op == "copy":
+                    return copy.copy(obj)
+                if op == "deepcopy":
+                    return copy.deepcopy(obj)
+                if op == "pickle":
+                    return pickle.dumps(obj)
+                if op == "reduce2":
+                    return obj.__reduce_ex__(2)
+                if op == "getstate":
+                    return obj.__getstate__()
+                if op == "subclass":
+                    sub = type("Sub", (cls,), {})
+                    return sub.__name__, sub.__mro__[1].__name__
+                if op == "type":
+                    return cls.__name__, cls.__module__, cls.__qualname__, cls.__flags__ & (1 << 10)
+                if op == "weakref":
+                    return weakref.ref(obj)() is obj
+                if op == "eq":
+                    return obj == obj, obj != obj, obj == 1
+                if op == "hash-eq":
+                    return hash(obj) == hash(obj)
+                if op == "dir":
+                    return sorted(set(dir(obj)) - {"__sizeof__"})
+                if op == "bool":
+                    return bool(obj)
+                if op == "str":
+                    return str(obj)
+                if op == "init":
+                    return obj.__init__()
+                if op == "new":
+                    return cls.__new__(cls)
+                if op == "setattr":
+                    obj.fuzz_attr = 1
+                    return obj.fuzz_attr
+                if op == "delattr-x":
+                    del obj.x
+                    return None
+                return cls.__doc__ is None
+
+            return run
+
+        same(f"{kind} protocol {op}", side(pair.objs[0]), side(pair.objs[1]))
 
     @precondition(lambda self: self.locals)
     @rule(i=pick)
@@ -621,7 +690,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        same(f"{fn}(*{args!r})", side(BUILTIN), side(rthread))
+        same(f"{fn}(*{args!r})", side(BUILTIN), side(self.other))
 
     @rule(size=st.one_of(st.sampled_from([0, 1, 4096, 32767, 32768, 32769, 65536, 2**20 + 1, -1, 2**31, 2**63, 2**64, -(2**64),
                                           "x", None, 1.5, True, IndexOnly(65536)]), st.integers(-(2**70), 2**70)),
@@ -639,7 +708,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        same(f"stack_size({size!r}, *{extra!r})", side(BUILTIN), side(rthread))
+        same(f"stack_size({size!r}, *{extra!r})", side(BUILTIN), side(self.other))
 
     @precondition(lambda self: has("set_name"))
     @rule(name=st.one_of(names, st.text(max_size=40), st.binary(max_size=5)), kw=st.booleans())
@@ -656,7 +725,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        same(f"set_name({name!r})", side(BUILTIN), side(rthread))
+        same(f"set_name({name!r})", side(BUILTIN), side(self.other))
 
     @rule(fn=st.sampled_from(["start_new_thread", "start_new"]),
           func=st.sampled_from(["ok", "exit", "exit_thread", "systemexit", "notcallable"]),
@@ -692,7 +761,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        same(f"{fn}({func}, {args!r}, {kwargs!r})", side(BUILTIN), side(rthread))
+        same(f"{fn}({func}, {args!r}, {kwargs!r})", side(BUILTIN), side(self.other))
 
     @precondition(lambda self: has("start_joinable_thread"))
     @rule(func=st.sampled_from(["ok", "exit", "notcallable"]),
@@ -731,7 +800,7 @@ class Differential(RuleBasedStateMachine):
             return run
 
         got = same(f"start_joinable_thread({func}, handle={handle}, daemon={daemon!r}, kw={kw})",
-                   side(0, BUILTIN), side(1, rthread))
+                   side(0, BUILTIN), side(1, self.other))
         if got[0] == "ok":
             self.handles.append(Pair("handle", made))
 
@@ -768,7 +837,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        same(f"_make_thread_handle({ident!r}).{op}", side(BUILTIN), side(rthread))
+        same(f"_make_thread_handle({ident!r}).{op}", side(BUILTIN), side(self.other))
 
     @rule(parts=st.lists(excepthook_parts, max_size=5), thread=st.sampled_from([None, "named", "noname"]), raw=st.booleans())
     def excepthook(self, parts, thread, raw):
@@ -791,7 +860,7 @@ class Differential(RuleBasedStateMachine):
 
             return run
 
-        same(f"_excepthook({parts!r}, thread={thread}, raw={raw})", side(BUILTIN), side(rthread))
+        same(f"_excepthook({parts!r}, thread={thread}, raw={raw})", side(BUILTIN), side(self.other))
 
     @rule(signum=st.sampled_from([MISSING, -1, 0, 10**6, 2**64, "x", None, 1.5, 65]))
     def interrupt_main(self, signum):
@@ -820,7 +889,7 @@ class Differential(RuleBasedStateMachine):
             STEPS["skipped"] += 1
             return
         STEPS["steps"] += 1
-        actual = outcome(side(rthread))
+        actual = outcome(side(self.other))
         assert actual == expected, f"interrupt_main({signum!r})\n  built-in: {expected!r}\n  rthread:  {actual!r}"
 
     # -- states after every step
@@ -839,7 +908,7 @@ class Differential(RuleBasedStateMachine):
         for pair in self.handles:
             b, r = normalize(repr(pair.objs[0])), normalize(repr(pair.objs[1]))
             assert r == b, f"handle: built-in {b!r}, rthread {r!r}"
-        assert rthread.stack_size() == BUILTIN.stack_size() == 0
+        assert self.other.stack_size() == BUILTIN.stack_size() == 0
 
 
 COMMON = dict(
@@ -881,3 +950,50 @@ def test_fuzz_long():
 # ---------------------------------------------------------------- regressions
 # Counterexamples the fuzzer shrank to, kept as plain tests (each names what
 # diverged).
+
+
+class _ForgivingLock:
+    """A deliberately wrong lock for the mutation check: release() of an unlocked
+    lock passes silently instead of raising. Everything else is rthread's."""
+
+    def __init__(self, *args):
+        self._inner = rthread.allocate_lock(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __repr__(self):
+        return repr(self._inner)
+
+    def __enter__(self, *args, **kwargs):
+        return self._inner.__enter__(*args, **kwargs)
+
+    def __exit__(self, *args):
+        return self._inner.__exit__(*args)
+
+    def release(self, *args):
+        try:
+            return self._inner.release(*args)
+        except RuntimeError:
+            return None
+
+
+class _BrokenModule:
+    def __getattr__(self, name):
+        return getattr(rthread, name)
+
+    allocate_lock = allocate = _ForgivingLock
+
+
+def test_fuzzer_catches_a_broken_module():
+    """Mutation check: the same search, run against a module whose locks forgive
+    a release of an unlocked lock, must report a divergence."""
+
+    class Mutant(Differential):
+        other = _BrokenModule()
+
+    from hypothesis import Phase
+
+    with pytest.raises(AssertionError, match="release"):
+        run_state_machine_as_test(Mutant, settings=settings(
+            derandomize=True, max_examples=150, stateful_step_count=50, phases=[Phase.generate], **COMMON))
