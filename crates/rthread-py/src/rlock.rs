@@ -163,6 +163,14 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
         if rlock.is_owned(me) && rlock.count() == u64::MAX {
             return errors::raise(ffi::PyExc_OverflowError, errors::RLOCK_COUNT_OVERFLOW);
         }
+        // Up to 3.13 the built-in re-enters only with a count above 0: after
+        // `_acquire_restore((0, me))` its owner waits on the inner lock it holds,
+        // as if another thread held it (False, or forever without a timeout);
+        // from 3.14 on the owner ident alone decides, as in the core.
+        #[cfg(not(Py_3_14))]
+        let stuck = rlock.owner() == me && rlock.count() == 0;
+        #[cfg(Py_3_14)]
+        let stuck = false;
         let id = LockId(slf as u64);
         let outcome = acquire::acquire_with(
             wait,
@@ -171,8 +179,21 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
                 site: (*slf.cast::<RLockObject>()).site,
                 held_by: Some(HeldBy::Ident(rlock.owner_word())),
             },
-            || rlock.try_acquire(me),
-            |deadline| rlock.acquire_until_with(me, deadline, gil::SPIN),
+            || {
+                if stuck {
+                    let now = Some(rthread_core::Deadline::now());
+                    rlock.acquire_restore_until(1, me, now) == Acquire::Acquired
+                } else {
+                    rlock.try_acquire(me)
+                }
+            },
+            |deadline| {
+                if stuck {
+                    rlock.acquire_restore_until_with(1, me, deadline, gil::SPIN)
+                } else {
+                    rlock.acquire_until_with(me, deadline, gil::SPIN)
+                }
+            },
         );
         if outcome == acquire::Outcome::Acquired && rlock.count() == 1 {
             crate::debug::rlock_acquired(id);
