@@ -550,9 +550,11 @@ class Differential(RuleBasedStateMachine):
         self.call("misc", self.rlocks[i % len(self.rlocks)], method, tuple(args))
 
     @precondition(lambda self: self.rlocks)
-    @rule(i=pick, count=st.one_of(st.sampled_from([0, 1, 2, -1, 2**32, 2**64, 2**65, -(2**64), "1", None, 1.0]), st.integers()),
-          owner=st.sampled_from(["me", "worker", 0, 1, -1, 2**64, 2**63, "x", None, 1.5]),
-          shape=st.sampled_from(["pair", "short", "long", "list", "none"]))
+    @rule(i=pick,
+          count=st.one_of(st.integers(0, 3), st.sampled_from([-1, 2**32, 2**63, 2**64, 2**65, -(2**64), "1", None, 1.0]),
+                          st.integers()),
+          owner=st.one_of(st.sampled_from(["me", "worker"]), st.sampled_from([0, 1, -1, 2**64, 2**63, "x", None, 1.5])),
+          shape=st.one_of(st.just("pair"), st.sampled_from(["short", "long", "list", "none"])))
     def rlock_acquire_restore(self, i, count, owner, shape):
         pair = self.rlocks[i % len(self.rlocks)]
         # Blocks (on some versions forever) unless the lock is free and not ours.
@@ -923,7 +925,7 @@ COMMON = dict(
 
 
 def short_settings():
-    return settings(derandomize=True, max_examples=int(os.environ.get("RTHREAD_FUZZ_EXAMPLES", "150")),
+    return settings(derandomize=True, max_examples=int(os.environ.get("RTHREAD_FUZZ_EXAMPLES", "100")),
                     stateful_step_count=50, **COMMON)
 
 
