@@ -591,11 +591,22 @@ class Differential(RuleBasedStateMachine):
     # -- _local
 
     @precondition(lambda self: self.locals)
-    @rule(i=pick, op=st.sampled_from(["set", "get", "del", "hasattr", "thread-get", "thread-set"]), name=names, value=values)
+    @rule(i=pick, op=st.sampled_from(["set", "get", "del", "hasattr", "thread-get", "thread-set",
+                                      "worker-set", "worker-get", "worker-del", "worker-state"]),
+          name=names, value=values)
     def local_attr(self, i, op, name, value):
         pair = self.locals[i % len(self.locals)]
 
         def side(mod, loc):
+            worker = self.workers[0 if mod is BUILTIN else 1]
+            if op == "worker-set":
+                return lambda: worker.run(lambda: setattr(loc, name, value))
+            if op == "worker-get":
+                return lambda: worker.run(lambda: getattr(loc, name))
+            if op == "worker-del":
+                return lambda: worker.run(lambda: delattr(loc, name))
+            if op == "worker-state":
+                return lambda: worker.run(lambda: local_state(loc))
             if op == "set":
                 return lambda: setattr(loc, name, value)
             if op == "get":
