@@ -1039,3 +1039,12 @@ def test_fuzzer_catches_a_broken_module():
     with pytest.raises(AssertionError, match="release"):
         run_state_machine_as_test(Mutant, settings=settings(
             derandomize=True, max_examples=150, stateful_step_count=50, phases=[Phase.generate], **COMMON))
+
+
+@pytest.mark.skipif(not has("_ThreadHandle"), reason="no _ThreadHandle before 3.13")
+def test_thread_handle_type_has_no_doc():
+    """Found on 3.13 and 3.14 (object_protocol 'doc'): the built-in's
+    ``_ThreadHandle`` type has no docstring (``__doc__`` is None, on the type, in
+    its dict and on an instance); rthread's had one."""
+    assert_same(lambda mod: [mod._ThreadHandle.__doc__, vars(mod._ThreadHandle).get("__doc__", "absent"),
+                             mod._ThreadHandle().__doc__])
