@@ -211,6 +211,19 @@ def wait_bound(args, kwargs):
     return value
 
 
+def join_bounded(args):
+    """Whether handle.join(*args) returns at once (or raises) on a thread that
+    is still running: only a short numeric timeout, or a wrong type or arity."""
+    if len(args) != 1:
+        return len(args) > 1
+    t = args[0]
+    if isinstance(t, (str, bytes, list, tuple, dict, complex)) or t is Ellipsis:
+        return True
+    if type(t) in (int, float) and not isinstance(t, bool):
+        return 0 <= t <= SHORT_WAIT
+    return False
+
+
 # ---------------------------------------------------------------- comparing
 
 
@@ -374,6 +387,7 @@ class Pair:
     def __init__(self, kind, objs):
         self.kind = kind
         self.objs = objs
+        self.gates = None  # handles: the locks their threads wait on, until open_gate()
 
 
 class Differential(RuleBasedStateMachine):
@@ -391,6 +405,9 @@ class Differential(RuleBasedStateMachine):
     def teardown(self):
         for w in self.workers:
             w.stop()
+        for pair in self.handles:
+            if pair.gates:
+                self.open_gates(pair.gates)
         for mod in MODS:
             mod.stack_size(0)
         for pair in self.handles:
@@ -592,7 +609,8 @@ class Differential(RuleBasedStateMachine):
 
     @precondition(lambda self: self.locals)
     @rule(i=pick, op=st.sampled_from(["set", "get", "del", "hasattr", "thread-get", "thread-set",
-                                      "worker-set", "worker-get", "worker-del", "worker-state"]),
+                                      "worker-set", "worker-get", "worker-del", "worker-state",
+                                      "dict-set", "dict-clear", "worker-dict-set"]),
           name=names, value=values)
     def local_attr(self, i, op, name, value):
         pair = self.locals[i % len(self.locals)]
@@ -607,6 +625,12 @@ class Differential(RuleBasedStateMachine):
                 return lambda: worker.run(lambda: delattr(loc, name))
             if op == "worker-state":
                 return lambda: worker.run(lambda: local_state(loc))
+            if op == "dict-set":
+                return lambda: loc.__dict__.__setitem__(name, value)
+            if op == "dict-clear":
+                return lambda: loc.__dict__.clear()
+            if op == "worker-dict-set":
+                return lambda: worker.run(lambda: loc.__dict__.__setitem__(name, value))
             if op == "set":
                 return lambda: setattr(loc, name, value)
             if op == "get":
@@ -781,18 +805,26 @@ class Differential(RuleBasedStateMachine):
         same(f"{fn}({func}, {args!r}, {kwargs!r})", side(BUILTIN), side(self.other))
 
     @precondition(lambda self: has("start_joinable_thread"))
-    @rule(func=st.sampled_from(["ok", "exit", "notcallable"]),
+    @rule(func=st.sampled_from(["ok", "exit", "notcallable", "gate"]),
           handle=st.sampled_from(["none", "missing", "fresh", "bad", "used"]),
           daemon=st.sampled_from([MISSING, True, False, 0, 1, None, "x", BadBool()]),
           kw=st.booleans())
     def start_joinable(self, func, handle, daemon, kw):
         made = [None, None]
+        gates = [None, None]
 
         def side(i, mod):
             def run():
+                if func == "gate":  # the thread waits until open_gate()
+                    gates[i] = mod.allocate_lock()
+                    gates[i].acquire()
+
                 def body():
                     if func == "exit":
                         mod.exit()
+                    if func == "gate":
+                        gates[i].acquire()
+                        gates[i].release()
 
                 target = 42 if func == "notcallable" else body
                 kwargs = {}
@@ -811,21 +843,56 @@ class Differential(RuleBasedStateMachine):
                     made[i] = mod.start_joinable_thread(function=target, **kwargs)
                 else:
                     made[i] = mod.start_joinable_thread(target, *kwargs.values())
-                made[i].join()
+                if func != "gate":
+                    made[i].join()
                 return made[i], made[i].is_done()
 
             return run
 
-        got = same(f"start_joinable_thread({func}, handle={handle}, daemon={daemon!r}, kw={kw})",
-                   side(0, BUILTIN), side(1, self.other))
+        try:
+            got = same(f"start_joinable_thread({func}, handle={handle}, daemon={daemon!r}, kw={kw})",
+                       side(0, BUILTIN), side(1, self.other))
+        except BaseException:
+            self.open_gates(gates)
+            raise
         if got[0] == "ok":
-            self.handles.append(Pair("handle", made))
+            pair = Pair("handle", made)
+            pair.gates = gates if func == "gate" else None
+            self.handles.append(pair)
+        else:
+            self.open_gates(gates)
+
+    @staticmethod
+    def open_gates(gates):
+        for gate in gates:
+            if gate is not None and gate.locked():
+                gate.release()
+
+    @precondition(lambda self: any(p.gates for p in self.handles))
+    @rule(i=pick)
+    def open_gate(self, i):
+        gated = [p for p in self.handles if p.gates]
+        pair = gated[i % len(gated)]
+
+        def side(k):
+            def run():
+                pair.gates[k].release()
+                pair.objs[k].join()
+                return pair.objs[k], pair.objs[k].is_done()
+
+            return run
+
+        same("open gate, join", side(0), side(1))
+        pair.gates = None
 
     @precondition(lambda self: self.handles)
     @rule(i=pick, method=st.sampled_from(["join", "is_done", "ident", "_set_done", "__repr__"]),
           args=st.lists(timeouts, max_size=2), kw=st.booleans())
     def handle_op(self, i, method, args, kw):
         pair = self.handles[i % len(self.handles)]
+        if method == "join" and pair.gates and not join_bounded(args):
+            STEPS["skipped"] += 1
+            return
 
         def side(h):
             def run():
@@ -1000,8 +1067,8 @@ class _ForgivingLock:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def __repr__(self):
-        return repr(self._inner)
+    def __repr__(self, *args):
+        return self._inner.__repr__(*args)
 
     def __enter__(self, *args, **kwargs):
         return self._inner.__enter__(*args, **kwargs)
