@@ -1115,3 +1115,34 @@ def test_thread_handle_type_has_no_doc():
     its dict and on an instance); rthread's had one."""
     assert_same(lambda mod: [mod._ThreadHandle.__doc__, vars(mod._ThreadHandle).get("__doc__", "absent"),
                              mod._ThreadHandle().__doc__])
+
+
+@pytest.mark.parametrize("count", [-2, -1, 0, 1, 2**63 - 1])
+@pytest.mark.parametrize("ops", ["s", "r", "rr", "aa", "ar", "ra", "rs"])
+def test_rlock_restored_odd_count_then_use(count, ops):
+    """Found on 3.14 (long tier): ``_acquire_restore((-1, me))`` then acquire.
+    From 3.14 on the built-in's count is modular (re-entry at 2^64 - 1 wraps to
+    0, release at 0 goes to 2^64 - 1, ``_release_save`` returns the count as a
+    signed number and accepts 0); rthread raised OverflowError, refused to
+    release or save at 0, and saved 2^64 - 1 unsigned. Up to 3.13 these
+    sequences already matched; they stay covered."""
+
+    def case(mod):
+        rlock = mod.RLock()
+        me = mod.get_ident()
+        steps = [rlock._acquire_restore((count, me))]
+        for op in ops:
+            try:
+                if op == "a":
+                    got = rlock.acquire(False)
+                elif op == "r":
+                    got = rlock.release()
+                else:
+                    saved = rlock._release_save()
+                    got = (saved[0], saved[1] == me)
+            except RuntimeError as exc:
+                got = str(exc)
+            steps.append((got, normalize(repr(rlock)), rlock._is_owned()))
+        return steps
+
+    assert_same(case)
