@@ -12,7 +12,14 @@ venv=$top/.venv/$version
 if [ ! -x "$venv/bin/maturin" ] || [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
+  rm -f "$venv/.requirements-dev.sha256"
+fi
+# Re-sync the tools whenever requirements-dev.txt changes (a venv made before a
+# new test dependency was added still gets it): the stamp holds the file's hash.
+want=$(sha256sum "$top/requirements-dev.txt" | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements-dev.sha256" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet -r "$top/requirements-dev.txt"
+  echo "$want" > "$venv/.requirements-dev.sha256"
 fi
 wheels=$top/target/wheels/$version
 rm -rf "$wheels"

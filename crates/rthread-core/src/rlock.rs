@@ -252,6 +252,17 @@ impl<W: Wait> RawRLock<W> {
         }
     }
 
+    /// Sets the recursion count of a lock `me` owns, without touching the inner lock; false (and
+    /// no change) if `me` is not the owner. For CPython 3.14+'s modular count, which the binding
+    /// mirrors only in the states `_acquire_restore` can make (a count of 0, or 2^64 - 1 re-entered).
+    pub fn set_count_if_owner(&self, me: u64, count: u64) -> bool {
+        if self.owner.load(Ordering::Relaxed) != me {
+            return false;
+        }
+        self.count.store(count, Ordering::Relaxed);
+        true
+    }
+
     /// Releases the lock fully and returns `(count, owner)` (Python's `_release_save`, used by
     /// `threading.Condition`).
     ///

@@ -14,7 +14,9 @@ use pyo3::ffi::{self, PyObject};
 pub const RELEASE_UNLOCKED: &CStr = c"release unlocked lock";
 /// `RLock.release()` by a non-owner, or of an RLock nobody holds.
 pub const RELEASE_UNACQUIRED: &CStr = c"cannot release un-acquired lock";
-/// `RLock.acquire()` by its owner at the largest recursion count.
+/// `RLock.acquire()` by its owner at the largest recursion count (up to 3.13;
+/// from 3.14 on the count wraps).
+#[cfg(not(Py_3_14))]
 pub const RLOCK_COUNT_OVERFLOW: &CStr = c"Internal lock count overflowed";
 /// `acquire(False, timeout)` with a timeout other than -1.
 pub const NONBLOCKING_TIMEOUT: &CStr = c"can't specify a timeout for a non-blocking call";

@@ -159,7 +159,7 @@ pub use py::*;
 /// The `_thread._ThreadHandle` type (3.13+).
 #[cfg(Py_3_13)]
 mod py {
-    use std::ffi::{c_void, CStr};
+    use std::ffi::c_void;
     use std::ptr;
     use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::Arc;
@@ -384,9 +384,9 @@ mod py {
         },
     ]);
 
-    const DOC: &CStr = c"The handle of a thread started by start_joinable_thread().";
-
-    /// Creates the `_ThreadHandle` type; called once from module init.
+    /// Creates the `_ThreadHandle` type (the handle of a thread started by
+    /// start_joinable_thread()); called once from module init. No `tp_doc`:
+    /// the built-in's type has none (`__doc__` is None).
     pub fn create_type(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         let mut slots = vec![
             capi::slot(ffi::Py_tp_new, new as *mut c_void),
@@ -394,7 +394,6 @@ mod py {
             capi::slot(ffi::Py_tp_repr, repr as *mut c_void),
             capi::slot(ffi::Py_tp_methods, METHODS.get().cast()),
             capi::slot(ffi::Py_tp_getset, GETSET.get().cast()),
-            capi::slot(ffi::Py_tp_doc, DOC.as_ptr() as *mut c_void),
         ];
         let tp = pytype::create(
             py,

@@ -174,9 +174,25 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
         let rlock = rlock_of(slf);
         let me = thread::current_ident();
         // Only the owner changes the count, so this check cannot race.
+        #[cfg(not(Py_3_14))]
         if rlock.is_owned(me) && rlock.count() == u64::MAX {
             return errors::raise(ffi::PyExc_OverflowError, errors::RLOCK_COUNT_OVERFLOW);
         }
+        // From 3.14 on the built-in's count is modular (a `size_t` level, count
+        // minus one): re-entry at 2^64 - 1 (only `_acquire_restore` makes it)
+        // wraps to 0 instead of raising.
+        #[cfg(Py_3_14)]
+        if rlock.count() == u64::MAX && rlock.set_count_if_owner(me, 0) {
+            return capi::boolean(true);
+        }
+        // Up to 3.13 the built-in re-enters only with a count above 0: after
+        // `_acquire_restore((0, me))` its owner waits on the inner lock it holds,
+        // as if another thread held it (False, or forever without a timeout);
+        // from 3.14 on the owner ident alone decides, as in the core.
+        #[cfg(not(Py_3_14))]
+        let stuck = rlock.owner() == me && rlock.count() == 0;
+        #[cfg(Py_3_14)]
+        let stuck = false;
         let id = LockId(slf as u64);
         let hooked = crate::debug::hooked();
         let mut class = None;
@@ -202,8 +218,21 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
                 site: (*slf.cast::<RLockObject>()).site,
                 held_by: Some(HeldBy::Ident(rlock.owner_word())),
             },
-            || rlock.try_acquire(me),
-            |deadline| rlock.acquire_until_with(me, deadline, gil::spin()),
+            || {
+                if stuck {
+                    let now = Some(rthread_core::Deadline::now());
+                    rlock.acquire_restore_until(1, me, now) == Acquire::Acquired
+                } else {
+                    rlock.try_acquire(me)
+                }
+            },
+            |deadline| {
+                if stuck {
+                    rlock.acquire_restore_until_with(1, me, deadline, gil::spin())
+                } else {
+                    rlock.acquire_until_with(me, deadline, gil::spin())
+                }
+            },
         );
         if hooked && outcome == acquire::Outcome::Acquired && rlock.count() == 1 {
             crate::debug::rlock_acquired(id);
@@ -249,6 +278,12 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
         let rlock = rlock_of(slf);
         let me = thread::current_ident();
         let last = rlock.count() == 1 && rlock.owner() == me;
+        // 3.14+ (modular count): the owner releasing at count 0 (after
+        // `_acquire_restore((0, me))`) goes to 2^64 - 1 and keeps the lock.
+        #[cfg(Py_3_14)]
+        if rlock.count() == 0 && rlock.set_count_if_owner(me, u64::MAX) {
+            return capi::none();
+        }
         // A waiter that was asleep: the profile charges this release with its wait.
         let woke = || crate::profile::released_woke(slf as u64, (*slf.cast::<RLockObject>()).site);
         match rlock.release_then(me, woke) {
@@ -305,10 +340,18 @@ unsafe extern "C-unwind" fn release_save(slf: *mut PyObject, _: *mut PyObject) -
         if rlock.owner() != thread::current_ident() {
             return errors::thread_error(errors::RELEASE_UNACQUIRED);
         }
+        // 3.14+: the owner may save a count of 0 too (modular count); the core
+        // refuses 0, so it is saved as 1 and reported as 0.
+        #[cfg(Py_3_14)]
+        let zero = rlock.count() == 0 && rlock.set_count_if_owner(thread::current_ident(), 1);
         match rlock.release_save() {
             Ok((count, owner)) => {
                 crate::debug::rlock_released(LockId(slf as u64));
+                // Up to 3.13 an `unsigned long`; from 3.14 on a `Py_ssize_t`.
+                #[cfg(not(Py_3_14))]
                 let count = ffi::PyLong_FromUnsignedLongLong(count);
+                #[cfg(Py_3_14)]
+                let count = ffi::PyLong_FromLongLong(if zero { 0 } else { count as i64 });
                 let owner = ffi::PyLong_FromUnsignedLongLong(owner);
                 if count.is_null() || owner.is_null() {
                     ffi::Py_XDECREF(count);
