@@ -719,8 +719,15 @@ class Differential(RuleBasedStateMachine):
         if not has(fn):
             return
 
+        # A joined thread can still be counted for a moment (it is done before
+        # its thread state goes): let both counts settle first (the workers
+        # and the gated threads stay).
+        alive = 1 + sum(1 for p in self.handles if p.gates)
+
         def side(mod):
             def run():
+                if fn == "_count":
+                    wait_count(mod, alive)
                 value = getattr(mod, fn)
                 if callable(value) and fn != "error":
                     result = value(*args)
