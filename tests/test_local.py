@@ -654,6 +654,47 @@ def test_thread_end_with_reentrant_finalizers(either):
     assert holder["a"].__dict__ == {} and holder["c"].__dict__ == {}
 
 
+def test_thread_end_reentry_leaves_no_thread_state_dict_behind():
+    """rthread only. As a thread started here ends, a finalizer in a local's
+    dict uses a local again and stores a probe in the thread-state dict. On
+    3.9 - 3.13, CPython's PyThreadState_Clear makes a new thread-state dict if
+    one is asked for while it clears the old one, and never frees it (the
+    built-in's threads leak it too); rthread releases its locals' dicts
+    before the thread state is cleared, so the probe goes with the thread."""
+    ctypes = pytest.importorskip("ctypes")
+    raw_get_tdict = ctypes.pythonapi.PyThreadState_GetDict
+    raw_get_tdict.argtypes = []
+    raw_get_tdict.restype = ctypes.c_void_p  # a borrowed reference
+
+    def get_tdict():
+        return ctypes.cast(raw_get_tdict(), ctypes.py_object).value
+
+    a, c = rthread._local(), rthread._local()
+    probes = []
+
+    class Probe:
+        pass
+
+    class Finalizer:
+        def __del__(self):
+            c.seen = True  # a new dict for c in the ending thread
+            probe = Probe()
+            get_tdict()["rthread test probe"] = probe
+            probes.append(weakref.ref(probe))
+
+    for _ in range(3):
+        assert in_thread(rthread, lambda: setattr(a, "f", Finalizer()))[0] == "ok"
+    deadline = time.monotonic() + 10  # a probe left behind is never freed
+    while time.monotonic() < deadline:
+        gc.collect()
+        if len(probes) == 3 and all(p() is None for p in probes):
+            break
+        time.sleep(0.01)
+    assert len(probes) == 3
+    assert [p() is None for p in probes] == [True] * 3
+    assert not hasattr(c, "seen")  # and this thread's dict of c is untouched
+
+
 def test_local_dropped_while_its_dicts_are_released(either):
     """A value in one thread's dict drops the last reference to another local
     as the first local goes away; nothing is left behind."""

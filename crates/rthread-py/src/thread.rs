@@ -23,6 +23,7 @@ use crate::errors;
 use crate::finalizing;
 use crate::gil;
 use crate::handle::{self, Handle};
+use crate::local;
 #[cfg(not(Py_3_14))]
 use crate::name;
 
@@ -116,6 +117,8 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
         if !kwargs.is_null() {
             capi::Py_DecRef(kwargs);
         }
+        // Before the thread state is cleared (see there).
+        local::release_current_thread();
         gil::releasing();
         capi::PyGILState_Release(gstate);
         gil::released();
