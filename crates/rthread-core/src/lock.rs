@@ -304,7 +304,10 @@ impl<W: Wait> RawLock<W> {
     /// Returns [`Acquire::Interrupted`] only when a wait was interrupted by a signal handler, so
     /// that a caller holding Python's machinery can run the handlers and then call again with
     /// the *same* deadline. Never returns [`Acquire::TimedOut`] when `deadline` is `None`. A
-    /// deadline that has already passed makes this a non-blocking attempt.
+    /// deadline that has already passed makes this a non-blocking attempt. A sleeper whose
+    /// timeout or signal comes just as the lock is handed to it (see "Starvation" in the module
+    /// docs) returns [`Acquire::Acquired`]: it holds the lock, and the caller's signal handlers
+    /// run at its next check.
     #[inline]
     pub fn acquire_until(&self, deadline: Option<Deadline>) -> Acquire {
         self.acquire_until_with(deadline, SpinPolicy::Adaptive)
