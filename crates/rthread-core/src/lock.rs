@@ -77,8 +77,9 @@
 //! - Taking the lock (the fast-path `compare_exchange`, the slow path's compare-exchanges from
 //!   `UNLOCKED` or `HANDOFF`) uses `Acquire`, and releasing it (the compare-exchange to
 //!   `UNLOCKED` or `HANDOFF`) uses `Release`. Marking a held lock `CONTENDED` or changing the
-//!   starving count takes nothing and is `Relaxed`. This is the whole contract of a lock: everything the previous holder wrote
-//!   before releasing is visible to the next holder after acquiring.
+//!   starving count takes nothing and is `Relaxed`. This is the whole contract of a lock:
+//!   everything the previous holder wrote before releasing is visible to the next holder
+//!   after acquiring.
 //! - Failed compare-exchanges and the spinning loads are `Relaxed`: they only decide what to try
 //!   next, and every path that ends up holding the lock does so through an `Acquire` operation.
 //! - Every access to the spin word is `Relaxed`. It is a hint: a stale or lost update only makes
@@ -245,10 +246,11 @@ pub struct RawLock<W: Wait = DefaultWait> {
     /// (a sleeper asks for a handoff, or leaves without the lock), `CONTENDED + n ->
     /// HANDOFF + n` (release with starving waiters; wakes one), `HANDOFF + n -> CONTENDED + n`
     /// or `+ n-1` (a thread that has slept takes it), `HANDOFF + n -> HANDOFF + n +
-    /// RELEASER_WAITS` (a release by another thread waits for the taker). A thread that took the lock after sleeping always stores
-    /// `CONTENDED`, because it cannot know whether others are still asleep. Spinning never
-    /// changes this word except to take the lock, so the release's "wake only from
-    /// `CONTENDED`" rule is untouched: a spinner is awake and needs no wake-up.
+    /// RELEASER_WAITS` (a release by another thread waits for the taker). A thread that took
+    /// the lock after sleeping always stores `CONTENDED`, because it cannot know whether others
+    /// are still asleep. Spinning never changes this word except to take the lock, so the
+    /// release's "wake only from `CONTENDED` or with starving waiters" rule is untouched: a
+    /// spinner is awake and needs no wake-up.
     state: AtomicU32,
     /// The spin word: how long this lock's waiters should spin. Performance only.
     ///

@@ -945,10 +945,10 @@ fn lock_handoff_vs_interrupt() {
 /// A release by another thread (Python allows it) racing with the holder's release of a lock
 /// it took straight back while a waiter starves: one of the two releases may find the lock
 /// handed off and not taken yet, and then waits for the waiter to take it and releases it for
-/// them (asleep, woken by the taker). Three acquisitions and four releases (the holder's first one succeeds for sure): every
-/// release that succeeded freed exactly one acquisition (so the other three's `Ok`s plus
-/// "still held" is two), nobody hangs, and if the lock is still held it is an ordinary held
-/// lock.
+/// them (asleep, woken by the taker). Three acquisitions and four releases (the holder's first
+/// one succeeds for sure): every release that succeeded freed exactly one acquisition (so the
+/// other three's `Ok`s plus "still held" is two), nobody hangs, and if the lock is still held
+/// it is an ordinary held lock.
 #[test]
 fn lock_handoff_released_by_another_thread() {
     let paths = Paths::default();
