@@ -45,12 +45,41 @@
 //! moves the moment a free lock is taken, never whether: a waiter that still sees the lock free
 //! when its watch ends takes it, however wrong `ready()` is.
 //!
+//! # Starvation
+//!
+//! A releaser that wants the lock back at once (a loop that holds it across a call that lets
+//! the GIL go) takes it again on the fast path long before a woken sleeper has even been
+//! scheduled, so that sleeper can lose every race and wait without bound. As CPython's
+//! `PyMutex` does, a sleeper that keeps finding the lock held after its wake-ups for
+//! [`STARVE_NS`] (1 ms) *asks for a handoff*: it adds itself to a count of starving waiters in
+//! the upper bits of the lock word (so the word is never `UNLOCKED` while it is counted, and
+//! the fast path cannot take the lock). A release that sees the count does not free the lock:
+//! it sets `HANDOFF` (held by nobody, reserved for the sleepers) and wakes one. The first
+//! thread that has slept on the lock and then sees `HANDOFF` takes it as `CONTENDED`, taking
+//! itself out of the count if it was in it; a thread that has not slept yet (the releaser
+//! coming back) sleeps instead. The lock stays in this mode until the count is zero.
+//!
+//! Why a `HANDOFF` lock is always taken: when a release sets it, some counted waiter exists.
+//! It is asleep (then the release's wake-up wakes a sleeper, and every thread that returns
+//! from a sleep, woken, timed out or interrupted, takes a `HANDOFF` lock it sees), or it is
+//! awake and its next compare-exchange on the word sees `HANDOFF`. A counted waiter only
+//! leaves without the lock through `RawLock::leave`, which takes the lock if it was handed off
+//! and otherwise takes the waiter out of the count, in one compare-exchange. Another thread's
+//! release of a `HANDOFF` lock (legal in Python) waits for that taker, then releases for it:
+//! it sets `RELEASER_WAITS`, passes on a wake-up (in case it took one from a waiter), and
+//! sleeps; the taker sees the bit and wakes every sleeper.
+//!
+//! The count is never more than the number of counted waiters: [`RawLock::reinit`] may reset
+//! it to zero, and a waiter only takes itself out of a non-zero count.
+//!
 //! # Notes about memory ordering
 //!
-//! - Taking the lock (the fast-path `compare_exchange`, the slow path's `compare_exchange` and
-//!   `swap` to `CONTENDED`) uses `Acquire`, and releasing it (the `swap` to `UNLOCKED`) uses
-//!   `Release`. This is the whole contract of a lock: everything the previous holder wrote
-//!   before releasing is visible to the next holder after acquiring.
+//! - Taking the lock (the fast-path `compare_exchange`, the slow path's compare-exchanges from
+//!   `UNLOCKED` or `HANDOFF`) uses `Acquire`, and releasing it (the compare-exchange to
+//!   `UNLOCKED` or `HANDOFF`) uses `Release`. Marking a held lock `CONTENDED` or changing the
+//!   starving count takes nothing and is `Relaxed`. This is the whole contract of a lock:
+//!   everything the previous holder wrote before releasing is visible to the next holder
+//!   after acquiring.
 //! - Failed compare-exchanges and the spinning loads are `Relaxed`: they only decide what to try
 //!   next, and every path that ends up holding the lock does so through an `Acquire` operation.
 //! - Every access to the spin word is `Relaxed`. It is a hint: a stale or lost update only makes
@@ -71,12 +100,26 @@ use crate::sync::hint::spin_loop;
 use crate::sync::{const_fn_unless_loom, thread};
 use crate::wait::{DefaultWait, Wait, WaitResult};
 
-/// Nobody holds the lock.
+/// Nobody holds the lock (the whole word is zero: no waiter is starving either).
 const UNLOCKED: u32 = 0;
 /// Held, and no thread is asleep waiting for it (as far as the holder knows).
 const LOCKED: u32 = 1;
 /// Held, and threads may be asleep in [`Wait::wait`]: the release must wake one.
 const CONTENDED: u32 = 2;
+/// Released to the waiters: held by nobody, taken by the next waiter that has slept (see
+/// "Starvation" in the module docs). The fast path cannot take it.
+const HANDOFF: u32 = 3;
+/// The low bits of the lock word: one of the four states above.
+const HELD_MASK: u32 = 3;
+/// Set only with `HANDOFF`: a thread releasing the lock (Python lets any thread do so) waits
+/// asleep for the waiter to take it; the taker wakes it.
+const RELEASER_WAITS: u32 = 4;
+/// The rest of the lock word counts the starving waiters, in units of this.
+const STARVING_ONE: u32 = 8;
+/// How long a waiter keeps losing a lock it was woken for before it asks for a handoff (as
+/// CPython's `PyMutex` does after 1 ms). Under `cfg(loom)`, zero: the first lost race asks,
+/// so that the models reach the handoff in few steps.
+pub const STARVE_NS: u64 = if cfg!(loom) { 0 } else { 1_000_000 };
 
 /// `SPINNING` bit of the spin word: a thread is spinning on the lock. Only that thread changes
 /// the word until it clears the bit.
@@ -190,14 +233,24 @@ pub struct RawLock<W: Wait = DefaultWait> {
     /// | `UNLOCKED`  | 0     | free                                                 |
     /// | `LOCKED`    | 1     | held; no thread asleep waiting for it                |
     /// | `CONTENDED` | 2     | held; threads may be asleep: release must wake one   |
+    /// | `HANDOFF`   | 3     | released to the sleepers: the next woken one takes it |
+    ///
+    /// Bit 2, [`RELEASER_WAITS`], is only set with `HANDOFF`. Bits 3..32 count the starving
+    /// waiters ([`STARVING_ONE`] each; see "Starvation" in the module docs); they are zero
+    /// whenever the low bits are `UNLOCKED` or `LOCKED`.
     ///
     /// Transitions: `UNLOCKED -> LOCKED` (fast path, or after a spin),
     /// `UNLOCKED | LOCKED -> CONTENDED` (a thread about to sleep; if the old value was
-    /// `UNLOCKED` it took the lock instead), `LOCKED | CONTENDED -> UNLOCKED` (release; wakes one
-    /// waiter from `CONTENDED`). A thread that took the lock after sleeping always stores
-    /// `CONTENDED`, because it cannot know whether others are still asleep. Spinning never
-    /// changes this word except to take the lock, so the release's "wake only from
-    /// `CONTENDED`" rule is untouched: a spinner is awake and needs no wake-up.
+    /// `UNLOCKED` it took the lock instead), `LOCKED | CONTENDED -> UNLOCKED` (release with no
+    /// starving waiter; wakes one waiter from `CONTENDED`), `CONTENDED + n -> CONTENDED + n±1`
+    /// (a sleeper asks for a handoff, or leaves without the lock), `CONTENDED + n ->
+    /// HANDOFF + n` (release with starving waiters; wakes one), `HANDOFF + n -> CONTENDED + n`
+    /// or `+ n-1` (a thread that has slept takes it), `HANDOFF + n -> HANDOFF + n +
+    /// RELEASER_WAITS` (a release by another thread waits for the taker). A thread that took
+    /// the lock after sleeping always stores `CONTENDED`, because it cannot know whether others
+    /// are still asleep. Spinning never changes this word except to take the lock, so the
+    /// release's "wake only from `CONTENDED` or with starving waiters" rule is untouched: a
+    /// spinner is awake and needs no wake-up.
     state: AtomicU32,
     /// The spin word: how long this lock's waiters should spin. Performance only.
     ///
@@ -253,7 +306,10 @@ impl<W: Wait> RawLock<W> {
     /// Returns [`Acquire::Interrupted`] only when a wait was interrupted by a signal handler, so
     /// that a caller holding Python's machinery can run the handlers and then call again with
     /// the *same* deadline. Never returns [`Acquire::TimedOut`] when `deadline` is `None`. A
-    /// deadline that has already passed makes this a non-blocking attempt.
+    /// deadline that has already passed makes this a non-blocking attempt. A sleeper whose
+    /// timeout or signal comes just as the lock is handed to it (see "Starvation" in the module
+    /// docs) returns [`Acquire::Acquired`]: it holds the lock, and the caller's signal handlers
+    /// run at its next check.
     #[inline]
     pub fn acquire_until(&self, deadline: Option<Deadline>) -> Acquire {
         self.acquire_until_with(deadline, SpinPolicy::Adaptive)
@@ -323,6 +379,8 @@ impl<W: Wait> RawLock<W> {
     }
 
     /// The sleeping half of the slow path, entered with the last state the spin saw.
+    // Under loom, `STARVE_NS` is zero.
+    #[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
     fn sleep_until(
         &self,
         mut state: u32,
@@ -345,30 +403,135 @@ impl<W: Wait> RawLock<W> {
             return Acquire::TimedOut;
         }
 
+        // `woken`: this thread has returned from a sleep, so it may take a HANDOFF lock (a
+        // thread that has not slept yet, such as the releaser coming back, must not).
+        // `starving`: this thread is counted in the lock word. `first_miss`: when it first
+        // found the lock held after a wake-up.
+        let mut woken = false;
+        let mut starving = false;
+        let mut first_miss: Option<Deadline> = None;
         loop {
-            // Announce that we are going to sleep. If the lock was free meanwhile, this swap
-            // takes it (as CONTENDED, since others may be asleep too).
-            if state != CONTENDED && self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
-                return Acquire::Acquired;
+            if state == UNLOCKED {
+                // Free: take it, as CONTENDED since others may be asleep too.
+                match self.state.compare_exchange(
+                    UNLOCKED,
+                    CONTENDED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Acquire::Acquired,
+                    Err(s) => {
+                        state = s;
+                        continue;
+                    }
+                }
+            }
+            if state & HELD_MASK == HANDOFF && woken {
+                match self.take_handoff(state, starving) {
+                    Ok(()) => return Acquire::Acquired,
+                    Err(s) => {
+                        state = s;
+                        continue;
+                    }
+                }
+            }
+            // Held (or handed off to another sleeper): announce that we are going to sleep,
+            // and once we have kept losing the lock for `STARVE_NS`, ask for a handoff.
+            let mut next = state;
+            if state & HELD_MASK == LOCKED {
+                next = (state & !HELD_MASK) | CONTENDED;
+            }
+            let ask = woken && !starving && state & HELD_MASK != HANDOFF && {
+                let now = Deadline::now();
+                let first = *first_miss.get_or_insert(now);
+                now.as_nanos().saturating_sub(first.as_nanos()) >= STARVE_NS
+            };
+            if ask {
+                next += STARVING_ONE;
+            }
+            if next != state {
+                match self
+                    .state
+                    .compare_exchange(state, next, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        starving |= ask;
+                        state = next;
+                    }
+                    Err(s) => {
+                        state = s;
+                        continue;
+                    }
+                }
             }
 
-            match W::wait(&self.state, CONTENDED, deadline) {
+            let result = W::wait(&self.state, state, deadline);
+            woken = true;
+            match result {
                 WaitResult::Woken => {}
-                WaitResult::TimedOut => {
-                    // One last look: the lock may have just been freed. (LOCKED is fine here
-                    // for the same reason as above.)
-                    return if self.try_acquire() {
-                        Acquire::Acquired
-                    } else {
-                        Acquire::TimedOut
-                    };
-                }
-                WaitResult::Interrupted => return Acquire::Interrupted,
+                // One last look: the lock may have just been freed or handed off.
+                WaitResult::TimedOut => return self.leave(starving, Acquire::TimedOut),
+                WaitResult::Interrupted => return self.leave(starving, Acquire::Interrupted),
             }
 
             state = self.spin_brief();
             if state == UNLOCKED && !ready() {
                 state = self.watch_gate(deadline, ready);
+            }
+        }
+    }
+
+    /// Takes a HANDOFF lock (`state`, as last seen) as CONTENDED, leaving the count of starving
+    /// waiters, minus this one if it was `starving`. On failure, returns the state seen.
+    fn take_handoff(&self, state: u32, starving: bool) -> Result<(), u32> {
+        let mut next = (state & !(HELD_MASK | RELEASER_WAITS)) | CONTENDED;
+        if starving && next >= STARVING_ONE {
+            next -= STARVING_ONE;
+        }
+        self.state
+            .compare_exchange(state, next, Ordering::Acquire, Ordering::Relaxed)?;
+        #[cfg(loom)]
+        loom_paths::HANDOFFS_TAKEN.with(|n| n.set(n.get() + 1));
+        if state & RELEASER_WAITS != 0 {
+            // All: the releaser sleeps among the waiters. The waiters look and sleep again.
+            W::wake_all(&self.state);
+        }
+        Ok(())
+    }
+
+    /// A sleeper gives up (`result`: its deadline passed, or a signal came). A HANDOFF lock
+    /// is taken all the same: the release that made it may have woken this very thread, and
+    /// then nobody else would come for it. After a timeout, a free lock is taken too (LOCKED
+    /// is fine, as in [`Self::sleep_until`]). Otherwise a starving waiter takes itself out
+    /// of the count, so that no release hands the lock to a waiter that has left.
+    #[cold]
+    fn leave(&self, starving: bool, result: Acquire) -> Acquire {
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            let attempt = if state & HELD_MASK == HANDOFF {
+                self.take_handoff(state, starving)
+            } else if state == UNLOCKED && result == Acquire::TimedOut {
+                self.take_free()
+            } else if starving && state >= STARVING_ONE {
+                match self.state.compare_exchange(
+                    state,
+                    state - STARVING_ONE,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return result,
+                    Err(s) => {
+                        state = s;
+                        continue;
+                    }
+                }
+            } else {
+                // Not counted (or the count was reset by `reinit`).
+                return result;
+            };
+            match attempt {
+                Ok(()) => return Acquire::Acquired,
+                Err(s) => state = s,
             }
         }
     }
@@ -483,36 +646,88 @@ impl<W: Wait> RawLock<W> {
     /// [`NotLocked`] if the lock was not locked; it is left unlocked.
     #[inline]
     pub fn release(&self) -> Result<(), NotLocked> {
-        match self.state.swap(UNLOCKED, Ordering::Release) {
-            UNLOCKED => Err(NotLocked),
-            CONTENDED => {
-                // Waking one waiter is enough: the woken thread takes the lock as CONTENDED
-                // (see `acquire_contended`), so its own release will wake the next sleeper.
-                // Waking more would only make them fight over the lock and go back to sleep.
-                W::wake_one(&self.state);
-                Ok(())
-            }
-            _ => Ok(()),
+        match self
+            .state
+            .compare_exchange(LOCKED, UNLOCKED, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(()),
+            Err(state) => self.release_slow(state).map(|_| ()),
         }
     }
 
     /// [`RawLock::release`] that also says whether it woke a sleeping waiter (`Ok(true)`: the
-    /// lock was `CONTENDED`), for profilers that charge a release with the wait it caused. The
-    /// uncontended path is the same single `swap` as `release`.
+    /// lock was `CONTENDED`, or was handed off), for profilers that charge a release with the
+    /// wait it caused. The uncontended path is the same single compare-exchange as `release`.
     ///
     /// # Errors
     ///
     /// [`NotLocked`] if the lock was not locked; it is left unlocked.
     #[inline]
     pub fn release_woke(&self) -> Result<bool, NotLocked> {
-        match self.state.swap(UNLOCKED, Ordering::Release) {
-            UNLOCKED => Err(NotLocked),
-            CONTENDED => {
-                // As in `release`: one waiter is enough.
-                W::wake_one(&self.state);
-                Ok(true)
+        match self
+            .state
+            .compare_exchange(LOCKED, UNLOCKED, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(false),
+            Err(state) => self.release_slow(state),
+        }
+    }
+
+    /// The release of a lock that was not simply LOCKED (`state`, as last seen): unlocked (an
+    /// error), CONTENDED (free it and wake one sleeper), with starving waiters (hand it off
+    /// and wake one), or handed off but not taken yet.
+    #[cold]
+    fn release_slow(&self, mut state: u32) -> Result<bool, NotLocked> {
+        loop {
+            let (next, wake) = match state & HELD_MASK {
+                UNLOCKED => return Err(NotLocked),
+                // Handed off by an earlier release, and this is a release by another thread
+                // (Python allows it) before a waiter took it: let the waiter take it, then
+                // release it for them. A waiter is bound to come (see "Starvation"); sleep
+                // until it has, with RELEASER_WAITS set so that it wakes us. The wake-up
+                // first passes on one that this thread may have taken from a waiter while
+                // it slept here (a waiter that is awake does not need it).
+                HANDOFF => {
+                    #[cfg(loom)]
+                    loom_paths::RELEASES_AFTER_HANDOFF.with(|n| n.set(n.get() + 1));
+                    if state & RELEASER_WAITS == 0 {
+                        if let Err(s) = self.state.compare_exchange(
+                            state,
+                            state | RELEASER_WAITS,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        ) {
+                            state = s;
+                            continue;
+                        }
+                        state |= RELEASER_WAITS;
+                    }
+                    W::wake_one(&self.state);
+                    // Whatever the result: look again.
+                    let _ = W::wait(&self.state, state, None);
+                    state = self.state.load(Ordering::Relaxed);
+                    continue;
+                }
+                // Starving waiters: the lock stays held, for the next waiter that wakes.
+                _ if state >= STARVING_ONE => ((state & !HELD_MASK) | HANDOFF, true),
+                // Waking one waiter is enough: the woken thread takes the lock as CONTENDED,
+                // so its own release will wake the next sleeper. Waking more would only make
+                // them fight over the lock and go back to sleep.
+                CONTENDED => (UNLOCKED, true),
+                _ => (UNLOCKED, false),
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if wake {
+                        W::wake_one(&self.state);
+                    }
+                    return Ok(wake);
+                }
+                Err(s) => state = s,
             }
-            _ => Ok(false),
         }
     }
 
@@ -531,9 +746,36 @@ impl<W: Wait> RawLock<W> {
     pub fn reinit(&self) {
         // A thread that was spinning at fork time does not exist in the child: clear its bit.
         self.spin.store(SPIN_INITIAL_NS, Ordering::Relaxed);
-        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+        // Sleepers may exist unless the lock was free or simply LOCKED. Starving waiters that
+        // are still counted take themselves out of a count that is now zero, which is a no-op.
+        if self.state.swap(UNLOCKED, Ordering::Release) > LOCKED {
             W::wake_all(&self.state);
         }
+    }
+}
+
+/// What the loom models read to tell which paths of the lock a thread took.
+#[cfg(loom)]
+pub mod loom_paths {
+    loom::thread_local! {
+        pub(super) static HANDOFFS_TAKEN: core::cell::Cell<u32> = core::cell::Cell::new(0);
+        pub(super) static RELEASES_AFTER_HANDOFF: core::cell::Cell<u32> = core::cell::Cell::new(0);
+    }
+
+    /// How many of the calling thread's releases found the lock handed off and waited for the
+    /// taker.
+    pub fn releases_after_handoff() -> u32 {
+        RELEASES_AFTER_HANDOFF.with(core::cell::Cell::get)
+    }
+
+    /// How many handed-off locks the calling thread has taken.
+    pub fn handoffs_taken() -> u32 {
+        HANDOFFS_TAKEN.with(core::cell::Cell::get)
+    }
+
+    /// Whether the lock word says "handed off, not taken yet" (a racy snapshot).
+    pub fn is_handed_off<W: crate::wait::Wait>(lock: &super::RawLock<W>) -> bool {
+        lock.state.load(crate::sync::atomic::Ordering::Relaxed) & super::HELD_MASK == super::HANDOFF
     }
 }
 
@@ -891,6 +1133,67 @@ mod tests {
         assert_eq!(declined, [true, true], "[while spinning, after sleeping]");
     }
 
+    /// The starvation pattern: the holder releases and takes the lock straight back while a
+    /// waiter sleeps. After losing races for `STARVE_NS` the waiter is counted in the lock
+    /// word, and the next release hands the lock to it: a `try_acquire` right after that
+    /// release fails, and the waiter has the lock. (A round in which the waiter wins a race on
+    /// its own proves nothing, hence up to twenty rounds until one hands off.)
+    fn starving_waiter_is_handed_the_lock<W: Wait + 'static>() {
+        let mut handed = 0;
+        for _ in 0..20 {
+            if handed > 0 {
+                break;
+            }
+            let lock = Arc::new(RawLock::<W>::new());
+            // 0: waiting, 1: the waiter has the lock, 2: the waiter may release it.
+            let phase = Arc::new(AtomicU32::new(0));
+            lock.acquire();
+            let (l2, p2) = (Arc::clone(&lock), Arc::clone(&phase));
+            let t = std::thread::spawn(move || {
+                let r = l2.acquire_until(Some(Deadline::after(Duration::from_secs(10))));
+                assert_eq!(r, Acquire::Acquired);
+                p2.store(1, Ordering::Release);
+                assert!(eventually(|| p2.load(Ordering::Acquire) == 2));
+                l2.release().unwrap();
+            });
+            'round: loop {
+                // The waiter is asleep (or about to be), or it won a race.
+                assert!(eventually(|| {
+                    state(&lock) & HELD_MASK == CONTENDED || phase.load(Ordering::Acquire) == 1
+                }));
+                // Asleep for real, not still polling, so that it does not win the next race.
+                std::thread::sleep(Duration::from_micros(200));
+                if phase.load(Ordering::Acquire) == 1 {
+                    break 'round;
+                }
+                if state(&lock) >= STARVING_ONE {
+                    lock.release().unwrap();
+                    assert!(
+                        !lock.try_acquire(),
+                        "a starving waiter's lock was free to take"
+                    );
+                    assert!(eventually(|| phase.load(Ordering::Acquire) == 1));
+                    handed += 1;
+                    break 'round;
+                }
+                lock.release().unwrap();
+                // Straight back, unless the waiter took it.
+                while !lock.try_acquire() {
+                    if phase.load(Ordering::Acquire) == 1 {
+                        break 'round;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            phase.store(2, Ordering::Release);
+            t.join().unwrap();
+            assert_eq!(state(&lock), UNLOCKED);
+            assert!(lock.try_acquire());
+            lock.release().unwrap();
+        }
+        assert!(handed > 0, "no round handed the lock off");
+    }
+
     macro_rules! lock_tests {
         ($modname:ident, $backend:ty, $id:literal) => {
             mod $modname {
@@ -947,6 +1250,10 @@ mod tests {
                     super::no_lost_wakeups::<$backend>(super::SpinPolicy::Gated(
                         super::ready_never::<2>,
                     ));
+                }
+                #[test]
+                fn starving_waiter_is_handed_the_lock() {
+                    super::starving_waiter_is_handed_the_lock::<$backend>();
                 }
                 #[test]
                 fn gated_waiter_declines_then_takes() {

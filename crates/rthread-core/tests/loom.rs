@@ -32,6 +32,7 @@ use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+use rthread_core::lock::loom_paths;
 use rthread_core::loom_clock;
 use rthread_core::wait::{Loom, Wait, WaitLog, WaitResult};
 use rthread_core::{
@@ -69,7 +70,17 @@ fn model<F>(name: &str, f: F) -> usize
 where
     F: Fn() + Sync + Send + 'static,
 {
-    let b = builder();
+    model_at_least(name, 0, f)
+}
+
+/// [`model`] with a preemption bound of at least `min_bound`, for models whose interesting
+/// interleavings need more preemptions than the short tier's bound.
+fn model_at_least<F>(name: &str, min_bound: usize, f: F) -> usize
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut b = builder();
+    b.preemption_bound = b.preemption_bound.map(|p| p.max(min_bound));
     let count = StdArc::new(StdAtomicUsize::new(0));
     let counter = StdArc::clone(&count);
     let start = Instant::now();
@@ -793,6 +804,209 @@ fn lock_reinit_wakes_sleepers() {
         assert!(mine.is_ok() || theirs.is_ok(), "{mine:?} {theirs:?}");
         assert!(!lock.is_locked());
     });
+}
+
+/// How the waiter of a handoff model waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HandoffWaiter {
+    /// Untimed, no signal: it can only leave with the lock.
+    Sleeping,
+    /// With a deadline: its sleep may time out at any moment, also while it is counted as
+    /// starving and while the lock is being handed to it.
+    Timed,
+    /// Untimed, but a third thread sends a signal: its sleep may end `Interrupted` at any
+    /// moment; it retries, as the binding does after running the handlers.
+    Interrupted,
+}
+
+/// The starvation pattern in miniature: the holder releases the lock and takes it straight
+/// back (as a loop that holds it across a call that lets the GIL go does) while a waiter
+/// sleeps. Under loom a waiter asks for a handoff at its first lost race after a wake-up
+/// (`STARVE_NS` is 0), so the holder's second release hands the lock off in many
+/// interleavings, and the holder's second acquire, which has not slept yet, cannot take it.
+/// Checked: exclusion, no deadlock (a handoff nobody takes would hang the holder's acquire or
+/// leave the lock held at the end), the lock free at the end, and that the handoff paths are
+/// reached.
+fn handoff(kind: HandoffWaiter, paths: &Paths) -> usize {
+    let seen = paths.clone();
+    let name = match kind {
+        HandoffWaiter::Sleeping => "lock_handoff_to_sleeper",
+        HandoffWaiter::Timed => "lock_handoff_vs_timeout",
+        HandoffWaiter::Interrupted => "lock_handoff_vs_interrupt",
+    };
+    // A timed sleep ends at once unless a preemption lets the holder in first (see
+    // `wait::Loom`): being woken, losing the race, and then timing out or being handed the lock
+    // while counted as starving takes three.
+    let min_bound = if kind == HandoffWaiter::Timed { 4 } else { 0 };
+    model_at_least(name, min_bound, move || {
+        let lock = Arc::new(Lock::new());
+        let data = Arc::new(Guarded::new());
+        assert!(lock.try_acquire());
+        let waiter = {
+            let (lock, data, seen) = (Arc::clone(&lock), Arc::clone(&data), seen.clone());
+            thread::spawn(move || {
+                let r = loop {
+                    let deadline = (kind == HandoffWaiter::Timed)
+                        .then(|| Deadline::after(Duration::from_millis(1)));
+                    match lock.acquire_until_with(deadline, SpinPolicy::Brief) {
+                        Acquire::Interrupted if kind == HandoffWaiter::Interrupted => {
+                            seen.saw("interrupted");
+                        }
+                        Acquire::TimedOut if kind == HandoffWaiter::Timed => {
+                            seen.saw("timed out");
+                            break Acquire::TimedOut;
+                        }
+                        Acquire::Acquired => break Acquire::Acquired,
+                        other => panic!("{other:?} in this model"),
+                    }
+                };
+                let log = Loom::thread_log();
+                if loom_paths::handoffs_taken() > 0 {
+                    seen.saw(match (log.timed_out, log.interrupted) {
+                        (0, 0) => "waiter took a handoff after a wake-up",
+                        (_, 0) => "waiter took a handoff on its last look after a timeout",
+                        _ => "waiter took a handoff after an interruption",
+                    });
+                }
+                if r == Acquire::Acquired {
+                    data.enter();
+                    lock.release().unwrap();
+                }
+                r
+            })
+        };
+        let signal = (kind == HandoffWaiter::Interrupted).then(|| thread::spawn(Loom::signal));
+        data.enter();
+        lock.release().unwrap();
+        acquire(&lock, SpinPolicy::Brief);
+        data.enter();
+        lock.release().unwrap();
+        if loom_paths::is_handed_off(&lock) {
+            seen.saw("holder released to a handoff");
+        }
+        if let Some(signal) = signal {
+            signal.join().unwrap();
+        }
+        let r = waiter.join().unwrap();
+        assert_eq!(data.value(), 2 + u32::from(r == Acquire::Acquired));
+        assert!(!lock.is_locked(), "left held (a handoff nobody took?)");
+        assert!(
+            lock.try_acquire(),
+            "everybody left, yet the lock cannot be taken"
+        );
+        lock.release().unwrap();
+        assert_eq!(lock.release(), Err(NotLocked));
+    })
+}
+
+#[test]
+fn lock_handoff_to_sleeper() {
+    let paths = Paths::default();
+    handoff(HandoffWaiter::Sleeping, &paths);
+    paths.assert_saw(
+        "lock_handoff_to_sleeper",
+        &[
+            "holder released to a handoff",
+            "waiter took a handoff after a wake-up",
+        ],
+    );
+}
+
+#[test]
+fn lock_handoff_vs_timeout() {
+    let paths = Paths::default();
+    handoff(HandoffWaiter::Timed, &paths);
+    paths.assert_saw(
+        "lock_handoff_vs_timeout",
+        &[
+            "holder released to a handoff",
+            "timed out",
+            "waiter took a handoff after a wake-up",
+            "waiter took a handoff on its last look after a timeout",
+        ],
+    );
+}
+
+#[test]
+fn lock_handoff_vs_interrupt() {
+    let paths = Paths::default();
+    handoff(HandoffWaiter::Interrupted, &paths);
+    paths.assert_saw(
+        "lock_handoff_vs_interrupt",
+        &[
+            "holder released to a handoff",
+            "interrupted",
+            "waiter took a handoff after a wake-up",
+            "waiter took a handoff after an interruption",
+        ],
+    );
+}
+
+/// A release by another thread (Python allows it) racing with the holder's release of a lock
+/// it took straight back while a waiter starves: one of the two releases may find the lock
+/// handed off and not taken yet, and then waits for the waiter to take it and releases it for
+/// them (asleep, woken by the taker). Three acquisitions and four releases (the holder's first
+/// one succeeds for sure): every release that succeeded freed exactly one acquisition (so the
+/// other three's `Ok`s plus "still held" is two), nobody hangs, and if the lock is still held
+/// it is an ordinary held lock.
+#[test]
+fn lock_handoff_released_by_another_thread() {
+    let paths = Paths::default();
+    let seen = paths.clone();
+    // The holder being woken, losing the race, and the two releases meeting the handoff before
+    // the waiter takes it: three preemptions.
+    model_at_least("lock_handoff_released_by_another_thread", 3, move || {
+        let lock = Arc::new(Lock::new());
+        assert!(lock.try_acquire());
+        let waiter = {
+            let (lock, seen) = (Arc::clone(&lock), seen.clone());
+            thread::spawn(move || {
+                acquire(&lock, SpinPolicy::Brief);
+                if loom_paths::handoffs_taken() > 0 {
+                    seen.saw("waiter took a handoff");
+                }
+                lock.release()
+            })
+        };
+        lock.release().unwrap();
+        acquire(&lock, SpinPolicy::Brief);
+        let other = {
+            let (lock, seen) = (Arc::clone(&lock), seen.clone());
+            thread::spawn(move || {
+                let r = lock.release();
+                if loom_paths::releases_after_handoff() > 0 {
+                    seen.saw("another thread's release waited for the taker");
+                }
+                r
+            })
+        };
+        let mine = lock.release();
+        if loom_paths::releases_after_handoff() > 0 {
+            seen.saw("holder's release waited for the taker");
+        }
+        let theirs = other.join().unwrap();
+        let waiters = waiter.join().unwrap();
+        let ok = [mine, theirs, waiters].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(
+            ok + usize::from(lock.is_locked()),
+            2,
+            "{mine:?} {theirs:?} {waiters:?}"
+        );
+        if lock.is_locked() {
+            assert!(!lock.try_acquire());
+            lock.release().unwrap();
+        }
+        assert!(lock.try_acquire());
+        lock.release().unwrap();
+        assert_eq!(lock.release(), Err(NotLocked));
+    });
+    paths.assert_saw(
+        "lock_handoff_released_by_another_thread",
+        &[
+            "waiter took a handoff",
+            "another thread's release waited for the taker",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
