@@ -162,20 +162,8 @@ unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 
         unsafe { FRONT.with(|f| f[slot] = (key.0, key.1, id)) };
         return id;
     }
-    // SAFETY: forwarded.
-    let line = unsafe { ffi::PyFrame_GetLineNumber(frame) };
-    // SAFETY: GIL held; `code` is live; attribute reads only.
-    let id = unsafe {
-        let file = attr_string(code, c"co_filename").unwrap_or_default();
-        if SKIPPED.iter().any(|s| file.contains(s)) {
-            0
-        } else {
-            let func = attr_string(code, c"co_qualname")
-                .or_else(|| attr_string(code, c"co_name"))
-                .unwrap_or_default();
-            diag::intern_site(&file, u32::try_from(line).unwrap_or(0), &func).as_u32()
-        }
-    };
+    // SAFETY: GIL held; `code` is live and `frame` its frame.
+    let id = unsafe { intern_frame(code, frame, true) };
     // SAFETY: GIL held (caller); the closure only touches the map.
     let new = unsafe {
         SITE_CACHE.with(|c| {
@@ -189,6 +177,92 @@ unsafe fn code_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> u32 
         unsafe { ffi::Py_INCREF(code) };
     }
     id
+}
+
+/// Interns `frame`'s `(file, line, function)` (`code` is its code object); 0 if `skip_sync` and
+/// the file is one of [`SKIPPED`]. The uncached path of every site look-up.
+///
+/// # Safety
+/// The GIL must be held, `frame` live and `code` its code object.
+unsafe fn intern_frame(
+    code: *mut PyObject,
+    frame: *mut ffi::PyFrameObject,
+    skip_sync: bool,
+) -> u32 {
+    // SAFETY: GIL held (caller); `code` is live; attribute reads only, errors cleared.
+    unsafe {
+        let line = ffi::PyFrame_GetLineNumber(frame);
+        let file = attr_string(code, c"co_filename").unwrap_or_default();
+        if skip_sync && SKIPPED.iter().any(|s| file.contains(s)) {
+            return 0;
+        }
+        let func = attr_string(code, c"co_qualname")
+            .or_else(|| attr_string(code, c"co_name"))
+            .unwrap_or_default();
+        diag::intern_site(&file, u32::try_from(line).unwrap_or(0), &func).as_u32()
+    }
+}
+
+/// `(code address, position)` -> raw site of that frame, the synchronisation modules included
+/// (for stacks and lockdep's classes). Every code object in it is kept alive by one reference
+/// taken when it was added.
+static FRAME_SITES: GilCell<Option<SiteMap>> = GilCell(UnsafeCell::new(None));
+
+/// The site of `frame`, whatever its file (0 if it cannot be named).
+///
+/// # Safety
+/// The GIL must be held and `frame` live.
+pub(crate) unsafe fn frame_site(frame: *mut ffi::PyFrameObject) -> u32 {
+    // SAFETY: GIL held (caller); the code reference is released before returning, or kept
+    // (once per key) to pin the address used as a key; the closures only touch the map.
+    unsafe {
+        let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
+        let key = (code as usize, frame_position(frame));
+        let hit = FRAME_SITES.with(|m| m.as_ref().and_then(|m| m.get(&key).copied()));
+        if let Some(id) = hit {
+            ffi::Py_DECREF(code);
+            return id;
+        }
+        let id = intern_frame(code, frame, false);
+        let new = FRAME_SITES.with(|m| {
+            m.get_or_insert_with(SiteMap::default)
+                .insert(key, id)
+                .is_none()
+        });
+        if !new {
+            ffi::Py_DECREF(code);
+        }
+        id
+    }
+}
+
+/// The calling Python stack, innermost frame first, as interned sites (at most `max`).
+///
+/// # Safety
+/// The GIL must be held.
+pub(crate) unsafe fn stack_sites(max: usize) -> Vec<diag::SiteId> {
+    let mut out = Vec::with_capacity(max.min(16));
+    // SAFETY: GIL held (caller). `PyEval_GetFrame` is borrowed; every frame from
+    // `PyFrame_GetBack` is a new reference, released once the next one is taken.
+    unsafe {
+        let mut frame = ffi::PyEval_GetFrame();
+        let mut owned: *mut ffi::PyFrameObject = std::ptr::null_mut();
+        while !frame.is_null() && out.len() < max {
+            if let Some(site) = diag::SiteId::from_u32(frame_site(frame)) {
+                out.push(site);
+            }
+            let back = ffi::PyFrame_GetBack(frame);
+            if !owned.is_null() {
+                ffi::Py_DECREF(owned.cast());
+            }
+            owned = back;
+            frame = back;
+        }
+        if !owned.is_null() {
+            ffi::Py_DECREF(owned.cast());
+        }
+    }
+    out
 }
 
 /// `obj.name` as a Rust string, or `None` (any error is cleared).

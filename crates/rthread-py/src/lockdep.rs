@@ -24,7 +24,6 @@
 //! per-thread guard set, so the locks they take are not checked.
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::ffi::c_int;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -66,9 +65,6 @@ type Map<K> = GilCell<Option<HashMap<K, u32, Fast>>>;
 static CLASSES: Map<usize> = GilCell(std::cell::UnsafeCell::new(None));
 /// `(site, inner site)` -> raw class, so creating a lock does not take the graph's mutex.
 static PAIRS: Map<(u32, u32)> = GilCell(std::cell::UnsafeCell::new(None));
-/// `(code address, position)` -> raw site of that frame, the standard library included.
-/// Every code object in it is kept alive by one reference taken when it was added.
-static RAW_SITES: Map<(usize, c_int)> = GilCell(std::cell::UnsafeCell::new(None));
 
 /// Whether checking is on.
 #[inline]
@@ -76,66 +72,13 @@ pub fn on() -> bool {
     MODE.load(Ordering::Relaxed) != OFF
 }
 
-/// The site of `frame`, whatever its file (0 if it cannot be named).
-///
-/// # Safety
-/// The GIL must be held and `frame` live.
-unsafe fn raw_site(frame: *mut ffi::PyFrameObject) -> u32 {
-    // SAFETY: GIL held (caller); the code reference is released before returning, or kept
-    // (once per key) to pin the address used as a key.
-    unsafe {
-        let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
-        let key = (code as usize, debug::frame_position(frame));
-        let hit = RAW_SITES.with(|m| m.as_ref().and_then(|m| m.get(&key).copied()));
-        if let Some(id) = hit {
-            ffi::Py_DECREF(code);
-            return id;
-        }
-        let line = ffi::PyFrame_GetLineNumber(frame);
-        let file = debug::attr_string(code, c"co_filename").unwrap_or_default();
-        let func = debug::attr_string(code, c"co_qualname")
-            .or_else(|| debug::attr_string(code, c"co_name"))
-            .unwrap_or_default();
-        let id = diag::intern_site(&file, u32::try_from(line).unwrap_or(0), &func).as_u32();
-        let new = RAW_SITES.with(|m| {
-            m.get_or_insert_with(HashMap::default)
-                .insert(key, id)
-                .is_none()
-        });
-        if !new {
-            ffi::Py_DECREF(code);
-        }
-        id
-    }
-}
-
 /// The calling Python stack, innermost frame first, as interned sites.
 ///
 /// # Safety
 /// The GIL must be held.
 unsafe fn stack() -> Arc<[SiteId]> {
-    let mut out = Vec::new();
-    // SAFETY: GIL held (caller). `PyEval_GetFrame` is borrowed; every frame from
-    // `PyFrame_GetBack` is a new reference, released once the next one is taken.
-    unsafe {
-        let mut frame = ffi::PyEval_GetFrame();
-        let mut owned: *mut ffi::PyFrameObject = std::ptr::null_mut();
-        while !frame.is_null() && out.len() < STACK_FRAMES {
-            if let Some(site) = SiteId::from_u32(raw_site(frame)) {
-                out.push(site);
-            }
-            let back = ffi::PyFrame_GetBack(frame);
-            if !owned.is_null() {
-                ffi::Py_DECREF(owned.cast());
-            }
-            owned = back;
-            frame = back;
-        }
-        if !owned.is_null() {
-            ffi::Py_DECREF(owned.cast());
-        }
-    }
-    out.into()
+    // SAFETY: GIL held (caller).
+    unsafe { debug::stack_sites(STACK_FRAMES) }.into()
 }
 
 /// The class of `(site, inner)`, through [`PAIRS`].
@@ -174,7 +117,7 @@ pub unsafe fn created(obj: *mut PyObject, site: u32) {
         let inner = if frame.is_null() || site == 0 {
             0
         } else {
-            raw_site(frame)
+            debug::frame_site(frame)
         };
         let class = class_of_pair(site, inner);
         CLASSES.with(|m| {
@@ -428,7 +371,7 @@ pub unsafe fn acquired(obj: *mut PyObject, class: Class) {
         if frame.is_null() {
             0
         } else {
-            raw_site(frame)
+            debug::frame_site(frame)
         }
     };
     lockdep::push_at(LockId(obj as u64), class, SiteId::from_u32(at));

@@ -18,9 +18,8 @@
 //! on by `join()`). Joins are never counted.
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
-use std::ffi::c_int;
 
-use pyo3::ffi::{self, PyObject};
+use pyo3::ffi::{self};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use rthread_core::diag::profile::{self, LockKey, Role, WaitStart};
@@ -145,28 +144,9 @@ pub unsafe fn released_woke(lock: u64, site: u32) {
 // ---------------------------------------------------------------------------------------------
 // Stacks and thread names
 
-/// A value only touched with the GIL held (see `debug::GilCell`).
-struct GilCell<T>(UnsafeCell<T>);
-
-// SAFETY: every access goes through `GilCell::with`, whose callers hold the GIL; the closures
-// cannot reach Python.
-unsafe impl<T: Send> Sync for GilCell<T> {}
-
-impl<T> GilCell<T> {
-    /// # Safety
-    /// The GIL must be held, and `f` must not release it or reach Python.
-    unsafe fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        // SAFETY: the GIL serialises the callers; `f` cannot re-enter.
-        f(unsafe { &mut *self.0.get() })
-    }
-}
-
-/// `(code object address, position)` -> frame site. Every code object in it is kept alive by
-/// one reference taken when it was added, so an address is never reused while it is a key.
-static FRAMES: GilCell<Option<HashMap<(usize, c_int), SiteId>>> = GilCell(UnsafeCell::new(None));
-
 /// Thread names seen by the profile (ident -> name), taken when a thread first shows up.
-static NAMES: GilCell<Option<HashMap<u64, String>>> = GilCell(UnsafeCell::new(None));
+static NAMES: crate::debug::GilCell<Option<HashMap<u64, String>>> =
+    crate::debug::GilCell(UnsafeCell::new(None));
 
 /// The calling thread's Python stack, interned (`None` without a Python frame).
 ///
@@ -174,67 +154,9 @@ static NAMES: GilCell<Option<HashMap<u64, String>>> = GilCell(UnsafeCell::new(No
 /// The GIL must be held.
 #[cold]
 unsafe fn current_stack() -> Option<profile::StackId> {
-    let mut frames: Vec<SiteId> = Vec::with_capacity(16);
-    // SAFETY: GIL held. `PyEval_GetFrame` is borrowed; every frame from `PyFrame_GetBack` and
-    // every code object is a new reference released below.
-    unsafe {
-        let mut frame = ffi::PyEval_GetFrame();
-        let mut owned: *mut ffi::PyFrameObject = std::ptr::null_mut();
-        while !frame.is_null() && frames.len() < MAX_STACK {
-            let code = ffi::PyFrame_GetCode(frame);
-            if let Some(site) = frame_site(code.cast(), frame) {
-                frames.push(site);
-            }
-            ffi::Py_DECREF(code.cast());
-            let back = ffi::PyFrame_GetBack(frame);
-            if !owned.is_null() {
-                ffi::Py_DECREF(owned.cast());
-            }
-            owned = back;
-            frame = back;
-        }
-        if !owned.is_null() {
-            ffi::Py_DECREF(owned.cast());
-        }
-    }
+    // SAFETY: GIL held (caller).
+    let frames = unsafe { crate::debug::stack_sites(MAX_STACK) };
     (!frames.is_empty()).then(|| profile::intern_stack(&frames))
-}
-
-/// The interned `(file, line, function)` of a frame.
-///
-/// # Safety
-/// The GIL must be held, `frame` live and `code` its code object.
-unsafe fn frame_site(code: *mut PyObject, frame: *mut ffi::PyFrameObject) -> Option<SiteId> {
-    // SAFETY: forwarded.
-    let key = (code as usize, unsafe {
-        crate::debug::frame_position(frame)
-    });
-    // SAFETY: GIL held; the closure only reads the map.
-    if let Some(site) = unsafe { FRAMES.with(|m| m.as_ref().and_then(|m| m.get(&key).copied())) } {
-        return Some(site);
-    }
-    // SAFETY: GIL held; attribute reads only, errors cleared.
-    let site = unsafe {
-        let line = ffi::PyFrame_GetLineNumber(frame);
-        let file = crate::debug::attr_string(code, c"co_filename").unwrap_or_default();
-        let func = crate::debug::attr_string(code, c"co_qualname")
-            .or_else(|| crate::debug::attr_string(code, c"co_name"))
-            .unwrap_or_default();
-        diag::intern_site(&file, u32::try_from(line).unwrap_or(0), &func)
-    };
-    // SAFETY: GIL held; the closure only touches the map.
-    let new = unsafe {
-        FRAMES.with(|m| {
-            m.get_or_insert_with(HashMap::new)
-                .insert(key, site)
-                .is_none()
-        })
-    };
-    if new {
-        // SAFETY: GIL held; the reference keeps the key's address from being reused.
-        unsafe { ffi::Py_INCREF(code) };
-    }
-    Some(site)
 }
 
 /// Records the name of thread `ident` (the caller) the first time the profile sees it:
