@@ -569,14 +569,87 @@ fn register_packed() -> u32 {
     p
 }
 
+/// The thread that last asked [`my_packed_gil`]: its thread pointer, its packed slot, and
+/// [`diag::threads_ended`] when it was cached (a thread pointer is reused by a later thread).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+static LAST_SELF: GilCell<(usize, u32, u32)> = GilCell(UnsafeCell::new((0, 0, 0)));
+
+/// The calling thread's thread pointer: the word at `%fs:0`, which the x86-64 ELF TLS ABI
+/// makes the thread control block's pointer to itself (what `pthread_self()` returns). One
+/// load, where a `thread_local!` in a shared library costs a `__tls_get_addr` call.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 Linux (glibc and musl alike) `%fs` addresses the calling thread's
+    // control block, whose first word is its own address for the whole life of the thread;
+    // the instruction only reads that word.
+    unsafe {
+        std::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) tp,
+            options(nostack, readonly, preserves_flags, pure)
+        );
+    }
+    tp
+}
+
+/// [`my_packed`] for the lock types' fast paths: with the GIL one thread runs Python at a time,
+/// so a run of acquires and releases on one thread finds itself in [`LAST_SELF`] without a
+/// thread-local read; a switch of threads (or a thread's end) falls back to [`my_packed`].
+///
+/// # Safety
+/// The GIL must be held.
+#[inline(always)]
+unsafe fn my_packed_gil() -> u32 {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let tp = thread_pointer();
+        // SAFETY: GIL held (caller); the closure only copies the cached triple.
+        let (key, packed, ended) = unsafe { LAST_SELF.with(|c| *c) };
+        if key == tp && ended == diag::threads_ended() {
+            return packed;
+        }
+        // SAFETY: forwarded.
+        unsafe { refresh_self(tp) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        my_packed()
+    }
+}
+
+/// [`my_packed_gil`]'s miss: reads the thread-local slot and caches it for this thread.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cold]
+#[inline(never)]
+unsafe fn refresh_self(tp: usize) -> u32 {
+    // Read before the slot: a thread ending after this read makes the cache look stale
+    // (a needless miss), never fresh.
+    let ended = diag::threads_ended();
+    let packed = my_packed();
+    if packed != 0 {
+        // SAFETY: GIL held (caller); the closure only stores the triple.
+        unsafe { LAST_SELF.with(|c| *c = (tp, packed, ended)) };
+    }
+    packed
+}
+
 /// Records the calling thread as a plain lock's holder (call right after acquiring), when
 /// [`hooked`] was false.
+///
+/// # Safety
+/// The GIL must be held.
 #[inline(always)]
-pub fn set_holder(holder: &Holder) {
+pub unsafe fn set_holder(holder: &Holder) {
     if COMPILED_OUT {
         return;
     }
-    holder.set_packed(my_packed());
+    // SAFETY: forwarded.
+    holder.set_packed(unsafe { my_packed_gil() });
 }
 
 /// Records the calling thread as a plain lock's holder, and what the hooks that are on
@@ -586,7 +659,8 @@ pub fn set_holder(holder: &Holder) {
 /// The GIL must be held (diagnostic mode reads the Python frame).
 #[inline]
 pub unsafe fn acquired(holder: &Holder, id: LockId) {
-    set_holder(holder);
+    // SAFETY: forwarded.
+    unsafe { set_holder(holder) };
     if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
         unsafe { push_held(id) };
@@ -605,8 +679,24 @@ pub unsafe fn push_held(id: LockId) {
 }
 
 /// Forgets a plain lock's holder (call just before releasing it).
+///
+/// # Safety
+/// The GIL must be held.
 #[inline(always)]
-pub fn releasing(holder: &Holder, id: LockId) {
+pub unsafe fn releasing(holder: &Holder, id: LockId) {
+    if COMPILED_OUT {
+        return;
+    }
+    // SAFETY: forwarded. (An unregistered thread gets registered here, where the
+    // thread-local read alone gave 0; either way it is not the holder.)
+    let outcome = holder.release_packed(unsafe { my_packed_gil() });
+    if DIAGNOSTIC.load(Ordering::Relaxed) {
+        released_hooked(outcome, id);
+    }
+}
+
+/// [`releasing`] from a thread that may not hold the GIL (thread-exit sentinels).
+pub fn releasing_without_gil(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
         return;
     }

@@ -76,7 +76,7 @@ pub unsafe fn release_quietly(obj: *mut PyObject) {
     // (NotLocked is a plain error value), which is what "quietly" means here.
     let this = unsafe { &*obj.cast::<LockObject>() };
     if this.lock.is_locked() {
-        crate::debug::releasing(&this.holder, LockId(obj as u64));
+        crate::debug::releasing_without_gil(&this.holder, LockId(obj as u64));
     }
     let _ = this.lock.release();
 }

@@ -471,6 +471,18 @@ static CHUNKS: [OnceLock<Box<[Slot; CHUNK]>>; MAX_CHUNKS] = [const { OnceLock::n
 /// Indexes below this have been handed out at least once.
 static HIGH_WATER: AtomicU32 = AtomicU32::new(0);
 
+/// Slots freed so far (threads that ended, and the other threads of a forked child).
+static ENDED: AtomicU32 = AtomicU32::new(0);
+
+/// How many registered threads have ended so far (wrapping). A caller that caches "this thread
+/// is slot S" keyed by something the OS reuses after a thread ends (its thread pointer, its
+/// stack) can compare this number to know the cache may be stale.
+#[must_use]
+#[inline]
+pub fn threads_ended() -> u32 {
+    ENDED.load(Ordering::Acquire)
+}
+
 /// The slot at `index`, if its chunk exists.
 fn slot_at(index: u32) -> Option<&'static Slot> {
     let i = index as usize;
@@ -593,6 +605,7 @@ fn free_slot(thread: ThreadSlot, after_fork: bool) {
     }
     slot.gen
         .store((thread.generation + 1) & !CLAIMED, Ordering::Release);
+    ENDED.fetch_add(1, Ordering::Release);
 }
 
 /// Registers the calling thread (idempotent) and returns its slot. `None` if the table is
