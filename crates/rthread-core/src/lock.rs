@@ -673,6 +673,17 @@ impl<W: Wait> RawLock<W> {
         }
     }
 
+    /// Releases the lock if it is simply LOCKED (held, nobody waiting or handed off) and
+    /// returns true; otherwise changes nothing and returns false (then call
+    /// [`RawLock::release_woke`] or [`RawLock::release`]). The uncontended release, for a
+    /// caller that wants its common case free of calls.
+    #[inline(always)]
+    pub fn try_release(&self) -> bool {
+        self.state
+            .compare_exchange(LOCKED, UNLOCKED, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// The release of a lock that was not simply LOCKED (`state`, as last seen): unlocked (an
     /// error), CONTENDED (free it and wake one sleeper), with starving waiters (hand it off
     /// and wake one), or handed off but not taken yet.

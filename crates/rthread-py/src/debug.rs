@@ -18,7 +18,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -436,11 +436,13 @@ fn fast_frames() -> bool {
     }
 }
 
-/// Checks the fast current-frame read (3.13+); the module's initialisation calls it.
+/// Checks the fast current-frame read (3.13+) and hooks the thread cache of [`cached_self`]
+/// to thread ends; the module's initialisation calls it.
 ///
 /// # Safety
 /// The GIL must be held.
 pub unsafe fn init_frames() {
+    diag::on_thread_end(forget_self);
     #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
     // SAFETY: forwarded.
     unsafe {
@@ -536,10 +538,12 @@ pub fn hooked() -> bool {
     !COMPILED_OUT && DIAGNOSTIC.load(Ordering::Relaxed)
 }
 
-/// Recomputes [`DIAGNOSTIC`] from the hooks that are on.
+/// Recomputes [`DIAGNOSTIC`] from the hooks that are on. The GIL must be held.
 pub fn refresh_hooks() {
     let on = HELD.load(Ordering::Relaxed) || crate::lockdep::on();
     DIAGNOSTIC.store(on, Ordering::Relaxed);
+    // A hit in the thread cache stands for "no hook on": the next release looks again.
+    forget_self();
 }
 
 /// A "raise" watchdog is on: waits sleep in [`CANCEL_SLICE`]s to notice cancellation.
@@ -569,10 +573,12 @@ fn register_packed() -> u32 {
     p
 }
 
-/// The thread that last asked [`my_packed_gil`]: its thread pointer, its packed slot, and
-/// [`diag::threads_ended`] when it was cached (a thread pointer is reused by a later thread).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-static LAST_SELF: GilCell<(usize, u32, u32)> = GilCell(UnsafeCell::new((0, 0, 0)));
+/// The thread that last asked [`cached_self`] while no per-acquire hook was on: its thread
+/// pointer (0: none) and its packed slot. Written under the GIL; the key is also cleared
+/// by [`forget_self`] as a registered thread ends (a new thread may reuse its thread pointer),
+/// hence atomics (relaxed: plain loads and stores).
+static SELF_KEY: AtomicUsize = AtomicUsize::new(0);
+static SELF_PACKED: AtomicU32 = AtomicU32::new(0);
 
 /// The calling thread's thread pointer: the word at `%fs:0`, which the x86-64 ELF TLS ABI
 /// makes the thread control block's pointer to itself (what `pthread_self()` returns). One
@@ -594,48 +600,75 @@ fn thread_pointer() -> usize {
     tp
 }
 
-/// [`my_packed`] for the lock types' fast paths: with the GIL one thread runs Python at a time,
-/// so a run of acquires and releases on one thread finds itself in [`LAST_SELF`] without a
-/// thread-local read; a switch of threads (or a thread's end) falls back to [`my_packed`].
+/// The calling thread's packed slot if it is the cached one, which also means that no
+/// per-acquire hook is on ([`refresh_hooks`] empties the cache and [`my_packed_gil`] does not
+/// fill it while one is). Two loads and two compares: with the GIL one thread runs Python at a
+/// time, so a run of acquires and releases on one thread finds itself here. With the
+/// bookkeeping compiled out (`no-diag`), always `Some(0)`: no hook can be on and nothing is
+/// recorded.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline(always)]
+pub unsafe fn cached_self() -> Option<u32> {
+    if COMPILED_OUT {
+        return Some(0);
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if SELF_KEY.load(Ordering::Relaxed) == thread_pointer() {
+        return Some(SELF_PACKED.load(Ordering::Relaxed));
+    }
+    // (Elsewhere there is no cheap thread pointer and the cache stays empty.)
+    None
+}
+
+/// [`my_packed`] for the lock types' paths: the cached slot, else the thread-local one, which
+/// is then cached for this thread unless a per-acquire hook is on.
 ///
 /// # Safety
 /// The GIL must be held.
 #[inline(always)]
 unsafe fn my_packed_gil() -> u32 {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    {
-        let tp = thread_pointer();
-        // SAFETY: GIL held (caller); the closure only copies the cached triple.
-        let (key, packed, ended) = unsafe { LAST_SELF.with(|c| *c) };
-        if key == tp && ended == diag::threads_ended() {
-            return packed;
-        }
+    // SAFETY: forwarded.
+    match unsafe { cached_self() } {
+        Some(packed) => packed,
         // SAFETY: forwarded.
-        unsafe { refresh_self(tp) }
-    }
-    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-    {
-        my_packed()
+        None => unsafe { refresh_self() },
     }
 }
 
-/// [`my_packed_gil`]'s miss: reads the thread-local slot and caches it for this thread.
+/// [`my_packed_gil`]'s miss.
 ///
 /// # Safety
 /// The GIL must be held.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[cold]
 #[inline(never)]
-unsafe fn refresh_self(tp: usize) -> u32 {
-    // Read before the slot: a thread ending after this read makes the cache look stale
-    // (a needless miss), never fresh.
-    let ended = diag::threads_ended();
+unsafe fn refresh_self() -> u32 {
     let packed = my_packed();
-    if packed != 0 {
-        // SAFETY: GIL held (caller); the closure only stores the triple.
-        unsafe { LAST_SELF.with(|c| *c = (tp, packed, ended)) };
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if packed != 0 && !hooked() {
+        // The GIL orders these against every reader (they all hold it); a thread ending now
+        // clears the key only for its own, other, thread pointer. (A thread pointer is never
+        // 0, the empty key.)
+        SELF_PACKED.store(packed, Ordering::Relaxed);
+        SELF_KEY.store(thread_pointer(), Ordering::Relaxed);
     }
     packed
+}
+
+/// Empties the cache of [`cached_self`] (a registered thread ended, or hooks changed).
+fn forget_self() {
+    SELF_KEY.store(0, Ordering::Relaxed);
+}
+
+/// Records `me`, what [`cached_self`] returned, as a plain lock's holder (call right after
+/// acquiring).
+#[inline(always)]
+pub fn set_holder_to(holder: &Holder, me: u32) {
+    if COMPILED_OUT {
+        return;
+    }
+    holder.set_slot_packed(me);
 }
 
 /// Records the calling thread as a plain lock's holder (call right after acquiring), when
@@ -649,7 +682,7 @@ pub unsafe fn set_holder(holder: &Holder) {
         return;
     }
     // SAFETY: forwarded.
-    holder.set_packed(unsafe { my_packed_gil() });
+    holder.set_slot_packed(unsafe { my_packed_gil() });
 }
 
 /// Records the calling thread as a plain lock's holder, and what the hooks that are on
@@ -687,8 +720,26 @@ pub unsafe fn releasing(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
         return;
     }
-    // SAFETY: forwarded. (An unregistered thread gets registered here, where the
-    // thread-local read alone gave 0; either way it is not the holder.)
+    // SAFETY: forwarded.
+    if let Some(me) = unsafe { cached_self() } {
+        // No hook is on (see `cached_self`): only the holder word needs updating.
+        if holder.release_if_holder(me) {
+            return;
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { releasing_slow(holder, id) };
+}
+
+/// [`releasing`] past the common case: a signal, a release by another thread, a hook on.
+///
+/// # Safety
+/// The GIL must be held.
+#[cold]
+#[inline(never)]
+unsafe fn releasing_slow(holder: &Holder, id: LockId) {
+    // SAFETY: forwarded. (An unregistered thread gets registered here; either way it is not
+    // the holder.)
     let outcome = holder.release_packed(unsafe { my_packed_gil() });
     if DIAGNOSTIC.load(Ordering::Relaxed) {
         released_hooked(outcome, id);

@@ -168,6 +168,27 @@ unsafe fn acquire_named(
 unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
+        // The common case, without a call: the thread that ran last (so no hook is on, see
+        // `debug::cached_self`) finds the lock free, as every wait first tries.
+        let this = object_of(slf);
+        if let Some(me) = crate::debug::cached_self() {
+            if this.lock.try_acquire() {
+                crate::debug::set_holder_to(&this.holder, me);
+                return capi::boolean(true);
+            }
+        }
+        acquire_wait_slow(slf, wait)
+    }
+}
+
+/// [`acquire_wait`] past its common case.
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[inline(never)]
+unsafe fn acquire_wait_slow(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
         if crate::debug::hooked() {
             return acquire_hooked(slf, wait);
         }
@@ -288,9 +309,33 @@ unsafe fn release_inline(slf: *mut PyObject) -> *mut PyObject {
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
         let this = object_of(slf);
-        // Before the lock word: once it is free another thread may take it and
-        // set itself as the holder. (Unlocked: the holder word is empty anyway.)
-        crate::debug::releasing(&this.holder, LockId(slf as u64));
+        // The common case, without a call: the thread that ran last (so no hook is on)
+        // releases the lock it holds, which nobody waits for. The holder word goes first:
+        // once the lock word is free another thread may take it and set itself as holder.
+        let mut holder_done = false;
+        if let Some(me) = crate::debug::cached_self() {
+            holder_done = this.holder.release_if_holder(me);
+            if holder_done && this.lock.try_release() {
+                return capi::none();
+            }
+        }
+        release_rest(slf, holder_done)
+    }
+}
+
+/// [`release_inline`] past its common case; `holder_done`: the holder word was updated.
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[inline(never)]
+unsafe fn release_rest(slf: *mut PyObject, holder_done: bool) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        let this = object_of(slf);
+        if !holder_done {
+            // (Unlocked: the holder word is empty anyway.)
+            crate::debug::releasing(&this.holder, LockId(slf as u64));
+        }
         match this.lock.release_woke() {
             Ok(false) => capi::none(),
             Ok(true) => {

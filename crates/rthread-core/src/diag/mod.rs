@@ -172,10 +172,10 @@ mod tracked;
 
 pub use graph::{snapshot, Certainty, Cycle, Edge, HeldLock, Snapshot, ThreadInfo, WaitInfo};
 pub use registry::{
-    after_fork_child, cancel_wait, current_slot, held_push, held_remove, register_current_thread,
-    register_current_thread_named, set_current_thread_name, set_track_held, threads_ended,
-    track_held, unregister_current_thread, Cancel, HeldBy, Holder, LockId, LockKind, Released,
-    ThreadSlot, WaitFor, WaitGuard, WaitToken, HELD_MAX, MAX_THREADS,
+    after_fork_child, cancel_wait, current_slot, held_push, held_remove, on_thread_end,
+    register_current_thread, register_current_thread_named, set_current_thread_name,
+    set_track_held, track_held, unregister_current_thread, Cancel, HeldBy, Holder, LockId,
+    LockKind, Released, ThreadSlot, WaitFor, WaitGuard, WaitToken, HELD_MAX, MAX_THREADS,
 };
 pub use sites::{intern_caller, intern_location, intern_site, site, Site, SiteId};
 pub use tracked::{Cancelled, TrackedLock, TrackedRLock, CANCEL_SLICE};

@@ -270,6 +270,32 @@ impl Holder {
             .store(signal | (packed & !SIGNAL_BIT), Ordering::Relaxed);
     }
 
+    /// The common release, in one compare: if `me` (a packed slot) is the recorded holder
+    /// of a lock not marked a signal, forgets it and returns true (a [`Released::ByAcquirer`]);
+    /// otherwise changes nothing and returns false, and the caller goes on with
+    /// [`Holder::release_packed`].
+    /// (With `me` 0, a word of 0 is a lock with no recorded holder, which stays so.)
+    #[inline(always)]
+    pub fn release_if_holder(&self, me: u32) -> bool {
+        // A packed slot never has the signal bit (index and generation fill 31 bits), so
+        // equality means "held by me, not a signal".
+        if self.0.load(Ordering::Relaxed) == me {
+            self.0.store(0, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`Holder::set_packed`] for a value known to be a packed slot ([`ThreadSlot::packed`],
+    /// whose top bit is always clear) or 0.
+    #[inline(always)]
+    pub fn set_slot_packed(&self, packed: u32) {
+        debug_assert_eq!(packed & SIGNAL_BIT, 0);
+        let signal = self.0.load(Ordering::Relaxed) & SIGNAL_BIT;
+        self.0.store(signal | packed, Ordering::Relaxed);
+    }
+
     /// [`Holder::release_by`] with the releaser in packed form (0 = an unregistered thread).
     #[inline]
     pub fn release_packed(&self, releaser: u32) -> Released {
@@ -471,16 +497,16 @@ static CHUNKS: [OnceLock<Box<[Slot; CHUNK]>>; MAX_CHUNKS] = [const { OnceLock::n
 /// Indexes below this have been handed out at least once.
 static HIGH_WATER: AtomicU32 = AtomicU32::new(0);
 
-/// Slots freed so far (threads that ended, and the other threads of a forked child).
-static ENDED: AtomicU32 = AtomicU32::new(0);
+/// Called whenever a registration ends (see [`on_thread_end`]).
+static END_HOOK: OnceLock<fn()> = OnceLock::new();
 
-/// How many registered threads have ended so far (wrapping). A caller that caches "this thread
-/// is slot S" keyed by something the OS reuses after a thread ends (its thread pointer, its
-/// stack) can compare this number to know the cache may be stale.
-#[must_use]
-#[inline]
-pub fn threads_ended() -> u32 {
-    ENDED.load(Ordering::Acquire)
+/// Sets a function to call whenever a registered thread's slot is freed: as the thread ends
+/// (from its thread-local destructors), or in a forked child for every other thread. A caller
+/// that caches "this thread is slot S" keyed by something the OS reuses after a thread ends
+/// (its thread pointer, its stack) clears the cache there. The hook must not block or
+/// allocate. Only the first call sets it; returns whether this one did.
+pub fn on_thread_end(hook: fn()) -> bool {
+    END_HOOK.set(hook).is_ok()
 }
 
 /// The slot at `index`, if its chunk exists.
@@ -605,7 +631,9 @@ fn free_slot(thread: ThreadSlot, after_fork: bool) {
     }
     slot.gen
         .store((thread.generation + 1) & !CLAIMED, Ordering::Release);
-    ENDED.fetch_add(1, Ordering::Release);
+    if let Some(hook) = END_HOOK.get() {
+        hook();
+    }
 }
 
 /// Registers the calling thread (idempotent) and returns its slot. `None` if the table is

@@ -1,0 +1,123 @@
+"""The plain lock's holder record across thread switches, thread ends and mode changes.
+
+The lock fast paths remember the last thread that ran them (keyed by its thread pointer, which
+the C library gives to the next thread once one ends); these check that the holder a report
+shows is always the thread that really holds the lock.
+"""
+import time
+
+import rthread
+import rthread.debug as debug
+
+
+def run_in_thread(fn):
+    done = rthread.allocate_lock()
+    done.acquire()
+    out = []
+
+    def body():
+        try:
+            out.append(fn())
+        finally:
+            done.release()
+
+    rthread.start_new_thread(body, ())
+    done.acquire()
+    return out[0] if out else None
+
+
+def test_holder_is_the_running_thread_after_threads_end():
+    # Each thread takes a lock and ends holding it; the next one (likely on the same thread
+    # pointer and stack) must be recorded as itself, not as the one that ended.
+    kept = []
+    for _ in range(30):
+        lock = rthread.allocate_lock()
+        kept.append(lock)
+
+        def take(lock=lock):
+            lock.acquire()
+            info = debug.describe(lock)
+            return info["holder"] == rthread.get_ident(), info["signal"]
+
+        assert run_in_thread(take) == (True, False)
+    for lock in kept:
+        # Held by a thread that ended: no live holder to name.
+        assert debug.describe(lock)["holder"] is None
+
+
+def test_a_new_thread_is_not_taken_for_an_ended_one():
+    # The ended thread's lock operation is the last one before the next thread's: no lock
+    # operation in between (the main thread waits with sleeps), so nothing else refreshes
+    # what the fast path remembers.
+    results = []
+    for _ in range(20):
+        lock, other = rthread.allocate_lock(), rthread.allocate_lock()
+        ended = []
+
+        def first():
+            with lock:
+                pass
+            ended.append(1)
+
+        def second():
+            other.acquire()
+            results.append(debug.describe(other)["holder"] == rthread.get_ident())
+            other.release()
+            ended.append(2)
+
+        for n, fn in enumerate((first, second), 1):
+            rthread.start_new_thread(fn, ())
+            deadline = time.monotonic() + 10
+            while (len(ended) < n or rthread._count()) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert len(ended) == n
+            time.sleep(0.002)  # past the thread's own exit, after its count dropped
+    assert results == [True] * 20
+
+
+def test_holder_survives_another_thread_running_between():
+    a = rthread.allocate_lock()
+    a.acquire()
+
+    def other():
+        b = rthread.allocate_lock()
+        with b:
+            return debug.describe(b)["holder"] == rthread.get_ident()
+
+    assert run_in_thread(other) is True
+    info = debug.describe(a)
+    assert info["holder"] == rthread.get_ident()
+    a.release()
+    info = debug.describe(a)
+    assert (info["holder"], info["signal"]) == (None, False)
+
+
+def test_release_by_another_thread_marks_a_signal():
+    a = rthread.allocate_lock()
+    a.acquire()
+    assert debug.describe(a)["signal"] is False
+    run_in_thread(a.release)
+    info = debug.describe(a)
+    assert (info["holder"], info["signal"], a.locked()) == (None, True, False)
+    # Still a signal, and still recording holders afterwards.
+    a.acquire()
+    info = debug.describe(a)
+    assert (info["holder"], info["signal"]) == (rthread.get_ident(), True)
+    a.release()
+
+
+def test_turning_diagnostic_mode_on_takes_effect_at_once():
+    lock = rthread.allocate_lock()
+    for _ in range(100):  # the same thread, over and over: the fast path's case
+        lock.acquire()
+        lock.release()
+    was = debug.enabled()
+    debug.enable()
+    try:
+        lock.acquire()
+        line = debug.describe(lock)["acquired_at"]
+        lock.release()
+    finally:
+        if not was:
+            debug.disable()
+    assert line is not None and line.startswith(__file__ + ":"), line
