@@ -119,6 +119,61 @@ impl<W: Wait> RawRLock<W> {
         }
     }
 
+    /// [`RawRLock::try_acquire`] in its common cases only, for callers that want them free of
+    /// calls: a free lock is taken, or `me`, owning it with a count of at least 1 and below
+    /// `u64::MAX - 1`, goes one level deeper. False, with nothing changed, in every other case
+    /// (held by another thread; a count of 0 after [`RawRLock::acquire_restore_until`]; a count
+    /// at its top): then use the general calls.
+    #[inline(always)]
+    #[must_use]
+    pub fn try_acquire_common(&self, me: u64) -> bool {
+        if self.owner.load(Ordering::Relaxed) == me {
+            let count = self.count.load(Ordering::Relaxed);
+            if count == 0 || count >= u64::MAX - 1 {
+                return false;
+            }
+            self.count.store(count + 1, Ordering::Relaxed);
+            return true;
+        }
+        if self.lock.try_acquire() {
+            self.set_owned(me, 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`RawRLock::release`] in its common cases only: `me` owns the lock with a count above 1
+    /// (one level less), or of exactly 1 and nobody waits for the inner lock (released). False,
+    /// with nothing changed, in every other case (not the owner, a count of 0, waiters to wake):
+    /// then use [`RawRLock::release`] or [`RawRLock::release_then`].
+    #[inline(always)]
+    #[must_use]
+    pub fn try_release_common(&self, me: u64) -> bool {
+        if self.owner.load(Ordering::Relaxed) != me {
+            return false;
+        }
+        match self.count.load(Ordering::Relaxed) {
+            0 => false,
+            1 => {
+                // Ownership goes before the inner lock (once that is free another thread may
+                // take it and record itself); nobody else can take it in between.
+                self.set_owned(0, 0);
+                if self.lock.try_release() {
+                    true
+                } else {
+                    // Waiters (or a hand-off) to deal with: undo, for the general release.
+                    self.set_owned(me, 1);
+                    false
+                }
+            }
+            n => {
+                self.count.store(n - 1, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
     /// Takes the lock, blocking until `deadline` (`None` = no limit) unless `me` already owns
     /// it. Same [`Acquire::Interrupted`] contract as [`RawLock::acquire_until`].
     pub fn acquire_until(&self, me: u64, deadline: Option<Deadline>) -> Acquire {

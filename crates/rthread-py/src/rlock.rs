@@ -171,6 +171,22 @@ unsafe extern "C-unwind" fn acquire(
 unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
+        // The common case without calls: no hook on, and the lock free or re-entered.
+        if !crate::debug::hooked() && rlock_of(slf).try_acquire_common(thread::current_ident()) {
+            return capi::boolean(true);
+        }
+        acquire_wait_slow(slf, wait)
+    }
+}
+
+/// [`acquire_wait`] past its common case.
+///
+/// # Safety
+/// The GIL must be held and `slf` an RLock.
+#[inline(never)]
+unsafe fn acquire_wait_slow(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
         let rlock = rlock_of(slf);
         let me = thread::current_ident();
         // Only the owner changes the count, so this check cannot race.
@@ -275,6 +291,22 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
     unsafe {
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
+        // The common case without calls: no hook on, nobody to wake.
+        if !crate::debug::hooked() && rlock_of(slf).try_release_common(thread::current_ident()) {
+            return capi::none();
+        }
+        release_slow(slf)
+    }
+}
+
+/// [`release`] past its common case.
+///
+/// # Safety
+/// The GIL must be held and `slf` an RLock.
+#[inline(never)]
+unsafe fn release_slow(slf: *mut PyObject) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
         let rlock = rlock_of(slf);
         let me = thread::current_ident();
         let last = rlock.count() == 1 && rlock.owner() == me;
