@@ -176,6 +176,9 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
                 crate::debug::set_holder_to(&this.holder, me);
                 return capi::boolean(true);
             }
+            if matches!(wait, acquire::Wait::NonBlocking) {
+                return capi::boolean(false);
+            }
         }
         acquire_wait_slow(slf, wait)
     }
