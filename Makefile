@@ -7,7 +7,8 @@
 #               memcheck on every interpreter, 100 000 fuzz steps and the full storms per interpreter
 #   make test-sid  the same `make test` for CPython 3.14 and 3.15, inside a Debian sid chroot
 #               (needs root; makes the chroot with mmdebstrap on first use, scripts/sid.sh)
-#   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg, 3.9-3.15
+#   make lint   rustfmt check + clippy (-D warnings) for every interpreter's cfg, 3.9-3.15,
+#               rustdoc with broken intra-doc links as errors
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHONS_CMD := scripts/pythons.sh
@@ -72,6 +73,9 @@ lint:
 	     PYO3_CONFIG_FILE=$$cfg CARGO_TARGET_DIR=target/lint$$v cargo clippy --all-targets -- -D warnings; \
 	   fi; \
 	 done
+	@echo "== rustdoc (private items, broken links are errors)"
+	RUSTDOCFLAGS="-D warnings" PYO3_PYTHON=python3 CARGO_TARGET_DIR=target/lint-doc \
+	  cargo doc --no-deps --document-private-items --quiet
 
 # CPython 3.14 and 3.15 from Debian sid: `make test` inside the chroot, restricted to them,
 # failing unless both are there. Of the short reliability tier only memcheck runs there, on 3.14

@@ -5,7 +5,7 @@
 //! what they did before this module existed. With `RUSTFLAGS="--cfg loom"` (see
 //! `scripts/loom.sh`) the same names are loom's mocks, so every atomic access, spin and yield of
 //! [`crate::lock`], [`crate::rlock`] and [`crate::event`] is a point where loom may switch
-//! threads, and [`clock`] replaces `CLOCK_MONOTONIC` with a modelled one.
+//! threads, and `clock` (under `cfg(loom)`) replaces `CLOCK_MONOTONIC` with a modelled one.
 //!
 //! Under `cfg(loom)` loom's atomics have no `const fn new`, so the constructors that are `const`
 //! in a normal build are declared through [`const_fn_unless_loom`].

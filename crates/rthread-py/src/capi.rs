@@ -308,7 +308,7 @@ extern "C-unwind" {
         ...
     ) -> *mut PyObject;
     /// The interpreter's exception display, writing to `file` (exported up to
-    /// 3.12; hidden from 3.13 on, where only [`PyErr_Display`] is reachable).
+    /// 3.12; hidden from 3.13 on, where only `PyErr_Display` is reachable).
     #[cfg(not(Py_3_13))]
     pub fn _PyErr_Display(
         file: *mut PyObject,

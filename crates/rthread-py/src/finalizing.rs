@@ -14,9 +14,9 @@
 //! - 3.13: `PythonFinalizationError` once the runtime is finalizing
 //!   (`Py_IsFinalizing()`: after the atexit callbacks, as the built-in).
 //! - 3.14+: the same, and joining a thread that has not finished raises
-//!   `PythonFinalizationError` too ([`refuse_join`]) instead of waiting for a
+//!   `PythonFinalizationError` too (`refuse_join`) instead of waiting for a
 //!   thread that can no longer run; 3.15+ fails a lock wait the same way
-//!   ([`refuse_lock_wait`]).
+//!   (`refuse_lock_wait`).
 //!
 //! rthread only loads in the main interpreter, whose state lives as long
 //! as the process.

@@ -2,7 +2,7 @@
 //! `rthread-core`'s primitives.
 //!
 //! The functions and methods CPython calls are plain C-API functions declared
-//! `"C-unwind"` (see [`capi`]): they must parse arguments with the
+//! `"C-unwind"` (see the `capi` module): they must parse arguments with the
 //! interpreter's own routines (so every error message is the built-in's), and
 //! they must let a forced unwind through (daemon threads at finalization).
 //! PyO3 provides the module entry point and the safe glue around it.
