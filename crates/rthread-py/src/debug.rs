@@ -333,8 +333,14 @@ mod top_frame {
     /// checked against `PyEval_GetFrame` once by [`verify`] before it is ever used.
     const CURRENT_FRAME_OFFSET: usize = 72;
 
+    /// `offsetof(_PyInterpreterFrame, previous)` on 3.13, 3.14 and 3.15, checked by [`verify`].
+    const PREVIOUS_OFFSET: usize = 8;
+
     /// [`verify`] found the offset right.
     static USABLE: AtomicBool = AtomicBool::new(false);
+
+    /// [`verify`] found [`PREVIOUS_OFFSET`] right too: [`key_of`] may walk to callers.
+    static WALKABLE: AtomicBool = AtomicBool::new(false);
 
     pub fn usable() -> bool {
         USABLE.load(Ordering::Relaxed)
@@ -363,26 +369,82 @@ mod top_frame {
         }
     }
 
-    /// `(code object address, instruction offset)` of the current frame, the key the site
-    /// cache uses for frame objects, or `None`.
+    /// The calling thread's current interpreter frame (null if none or not usable).
     ///
     /// # Safety
     /// The GIL must be held.
     #[inline]
-    pub unsafe fn key() -> Option<(usize, c_int)> {
-        // SAFETY: GIL held; the frame is live while we run (it called us); the code reference
-        // is returned at once, the frame keeps the code alive.
+    pub unsafe fn top() -> *mut InterpreterFrame {
+        // SAFETY: forwarded.
+        unsafe { current() }
+    }
+
+    /// The frame that called `frame` (maybe an entry frame of the C stack, whose key is
+    /// `None`; null at the bottom of the stack), or `None` if walking was not confirmed by
+    /// [`verify`].
+    ///
+    /// # Safety
+    /// The GIL must be held and `frame` a live frame of the calling thread.
+    #[inline]
+    pub unsafe fn previous(frame: *mut InterpreterFrame) -> Option<*mut InterpreterFrame> {
+        if !WALKABLE.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: `frame` is live (caller) and `verify` confirmed the offset of `previous`.
+        Some(unsafe {
+            frame
+                .cast::<u8>()
+                .add(PREVIOUS_OFFSET)
+                .cast::<*mut InterpreterFrame>()
+                .read()
+        })
+    }
+
+    /// `(code object address, instruction offset)` of `frame`, the key the site cache uses
+    /// for frame objects; `None` for a frame without a code object (an entry frame).
+    ///
+    /// # Safety
+    /// The GIL must be held and `frame` a live frame of the calling thread.
+    #[inline]
+    pub unsafe fn key_of(frame: *mut InterpreterFrame) -> Option<(usize, c_int)> {
+        // SAFETY: GIL held; the frame is live (caller); `verify` confirmed that its first word
+        // is `f_executable` (an entry frame's may be empty: no code to ask for); the code
+        // reference is returned at once, the frame keeps the code alive.
         unsafe {
-            let frame = current();
-            if frame.is_null() {
+            if frame.cast::<usize>().read() & !7 == 0 {
                 return None;
             }
             let code = PyUnstable_InterpreterFrame_GetCode(frame);
             if code.is_null() {
                 return None;
             }
+            let is_code = ffi::Py_TYPE(code) == std::ptr::addr_of_mut!(ffi::PyCode_Type);
             ffi::Py_DECREF(code);
+            if !is_code {
+                return None;
+            }
             Some((code as usize, PyUnstable_InterpreterFrame_GetLasti(frame)))
+        }
+    }
+
+    /// Whether `raw` is the interpreter frame behind the frame object `frame`: same code, same
+    /// instruction.
+    ///
+    /// # Safety
+    /// The GIL must be held, `raw` and `frame` live.
+    unsafe fn same(raw: *mut InterpreterFrame, frame: *mut ffi::PyFrameObject) -> bool {
+        // SAFETY: forwarded; the code references are released.
+        unsafe {
+            let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
+            let raw_code = PyUnstable_InterpreterFrame_GetCode(raw);
+            let same = !raw_code.is_null()
+                && raw_code == code
+                && PyUnstable_InterpreterFrame_GetLasti(raw) == ffi::PyFrame_GetLasti(frame);
+            ffi::Py_DECREF(code);
+            if !raw_code.is_null() {
+                ffi::Py_DECREF(raw_code);
+            }
+            same
         }
     }
 
@@ -405,30 +467,48 @@ mod top_frame {
                 .add(CURRENT_FRAME_OFFSET)
                 .cast::<*mut InterpreterFrame>()
                 .read();
-            if raw.is_null() {
+            if raw.is_null() || !same(raw, frame) {
                 return;
             }
-            let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
-            let raw_code = PyUnstable_InterpreterFrame_GetCode(raw);
-            let same = !raw_code.is_null()
-                && raw_code == code
-                && PyUnstable_InterpreterFrame_GetLasti(raw) == ffi::PyFrame_GetLasti(frame);
-            ffi::Py_DECREF(code);
-            if !raw_code.is_null() {
-                ffi::Py_DECREF(raw_code);
+            // `f_executable` first (a tagged reference from 3.14 on: the low bits are flags).
+            let code = ffi::PyFrame_GetCode(frame);
+            let first = raw.cast::<usize>().read();
+            ffi::Py_DECREF(code.cast());
+            if first & !7 != code as usize {
+                return;
             }
-            USABLE.store(same, Ordering::Relaxed);
+            USABLE.store(true, Ordering::Relaxed);
+            // The caller's frame (module initialisation runs inside the import machinery's
+            // Python frames, called from Python): confirmed only if both agree.
+            let back = ffi::PyFrame_GetBack(frame);
+            if back.is_null() {
+                return;
+            }
+            let raw_back = raw
+                .cast::<u8>()
+                .add(PREVIOUS_OFFSET)
+                .cast::<*mut InterpreterFrame>()
+                .read();
+            let walkable = !raw_back.is_null() && same(raw_back, back);
+            ffi::Py_DECREF(back.cast());
+            WALKABLE.store(walkable, Ordering::Relaxed);
         }
+    }
+
+    /// Whether [`previous`] is enabled. For the tests.
+    pub fn walkable() -> bool {
+        WALKABLE.load(Ordering::Relaxed)
     }
 }
 
-/// Whether creation sites are read without frame objects (see `top_frame`): true on 3.13+
-/// default builds once the layout check passed. For the tests.
+/// Whether creation sites are read without frame objects, walking the interpreter frames to
+/// callers (see `top_frame`): true on 3.13+ default builds once the layout check passed. For
+/// the tests.
 #[pyfunction]
 fn fast_frames() -> bool {
     #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
     {
-        top_frame::usable()
+        top_frame::usable() && top_frame::walkable()
     }
     #[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
     {
@@ -450,31 +530,107 @@ pub unsafe fn init_frames() {
     };
 }
 
-/// A cached user site for the current frame, without frame objects (3.13+); 0 if not cached
-/// or a frame to skip.
+/// The cached user site of the calling code, without frame objects (3.13+): the interpreter
+/// frames are walked from the innermost while the cache knows each (frames of the skipped
+/// modules are cached as 0). `Some(0)` when every frame down to the bottom of the stack is
+/// one to skip (a thread that runs only the synchronisation modules' code); `None` at the
+/// first frame the cache does not know, where the caller walks frame objects instead and
+/// fills the cache.
 ///
 /// # Safety
 /// The GIL must be held.
 #[inline]
-unsafe fn cached_top_site() -> u32 {
+unsafe fn cached_top_site() -> Option<u32> {
     #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
-    // SAFETY: GIL held (caller); the closures only read or fill the caches.
+    // SAFETY: GIL held (caller); every frame walked is live (the calling thread's stack, which
+    // does not change while we run); the closures only read or fill the caches.
     unsafe {
-        let Some(key) = top_frame::key() else {
-            return 0;
-        };
-        let slot = front_index(key);
-        let front = FRONT.with(|f| f[slot]);
-        if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
-            return front.2;
+        let mut frame = top_frame::top();
+        if frame.is_null() {
+            return None;
         }
-        let hit = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
-        if let Some(id) = hit {
-            FRONT.with(|f| f[slot] = (key.0, key.1, id));
-            return id;
+        for _ in 0..MAX_FRAMES {
+            if let Some(key) = top_frame::key_of(frame) {
+                let slot = front_index(key);
+                let front = FRONT.with(|f| f[slot]);
+                let id = if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
+                    front.2
+                } else {
+                    let hit = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
+                    let id = hit?;
+                    FRONT.with(|f| f[slot] = (key.0, key.1, id));
+                    id
+                };
+                if id != 0 {
+                    return Some(id);
+                }
+            }
+            // A frame of a synchronisation module (or an entry frame of the C stack, which
+            // frame objects skip too): its caller names the site.
+            frame = top_frame::previous(frame)?;
+            if frame.is_null() {
+                return Some(0);
+            }
         }
     }
-    0
+    None
+}
+
+/// Teaches the cache the interpreter frames that frame objects skip (the shim frame through
+/// which the interpreter runs a Python `__init__`, say), so that [`cached_top_site`] can
+/// walk past them: walks the interpreter frames from `raw` to the one whose key is `key` (the
+/// next frame object's), caching every frame with code on the way as one to skip, and returns
+/// that frame's caller (null when the two walks part: nothing more is learnt).
+///
+/// # Safety
+/// The GIL must be held and `raw` null or a live frame of the calling thread.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+unsafe fn learn_skipped(
+    mut raw: *mut top_frame::InterpreterFrame,
+    key: (usize, c_int),
+) -> *mut top_frame::InterpreterFrame {
+    let mut skipped: [(usize, c_int); 4] = [(0, 0); 4];
+    let mut n = 0;
+    // SAFETY: GIL held (caller); frames of the calling thread's stack are live while we run;
+    // the closure only touches the map.
+    unsafe {
+        while !raw.is_null() {
+            match top_frame::key_of(raw) {
+                Some(k) if k == key => {
+                    for &(code, position) in &skipped[..n] {
+                        let new = SITE_CACHE.with(|c| {
+                            let map = c.get_or_insert_with(SiteMap::default);
+                            match map.entry((code, position)) {
+                                std::collections::hash_map::Entry::Occupied(_) => false,
+                                std::collections::hash_map::Entry::Vacant(v) => {
+                                    v.insert(0);
+                                    true
+                                }
+                            }
+                        });
+                        if new {
+                            // The key's address stays reserved while it is a key.
+                            ffi::Py_INCREF(code as *mut PyObject);
+                        }
+                    }
+                    return top_frame::previous(raw).unwrap_or(std::ptr::null_mut());
+                }
+                Some(k) => {
+                    if n == skipped.len() {
+                        return std::ptr::null_mut();
+                    }
+                    skipped[n] = k;
+                    n += 1;
+                }
+                None => {}
+            }
+            raw = match top_frame::previous(raw) {
+                Some(p) => p,
+                None => return std::ptr::null_mut(),
+            };
+        }
+    }
+    std::ptr::null_mut()
 }
 
 /// The site of the calling Python code: the first frame outside [`SKIPPED`] modules, as a raw
@@ -487,8 +643,7 @@ pub unsafe fn caller_site() -> u32 {
         return 0;
     }
     // SAFETY: GIL held (caller).
-    let cached = unsafe { cached_top_site() };
-    if cached != 0 {
+    if let Some(cached) = unsafe { cached_top_site() } {
         return cached;
     }
     // SAFETY: GIL held (caller). `PyEval_GetFrame` is borrowed; every frame from
@@ -497,11 +652,17 @@ pub unsafe fn caller_site() -> u32 {
         let mut frame = ffi::PyEval_GetFrame();
         let mut owned: *mut ffi::PyFrameObject = std::ptr::null_mut();
         let mut site = 0;
+        #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+        let mut raw = top_frame::top();
         for _ in 0..MAX_FRAMES {
             if frame.is_null() {
                 break;
             }
             let code = ffi::PyFrame_GetCode(frame);
+            #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+            {
+                raw = learn_skipped(raw, (code as usize, frame_position(frame)));
+            }
             let id = code_site(code.cast(), frame);
             ffi::Py_DECREF(code.cast());
             if id != 0 {
