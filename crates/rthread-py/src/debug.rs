@@ -116,6 +116,11 @@ static FRONT: GilCell<[(usize, c_int, u32); FRONT_SIZE]> =
     GilCell(UnsafeCell::new([(0, 0, 0); FRONT_SIZE]));
 const FRONT_SIZE: usize = 64;
 
+/// The position part of a [`FRONT`] key whose first part is an instruction address (3.13+),
+/// not a code object: no real position is negative below -1.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+const IP_KEY: c_int = c_int::MIN;
+
 #[inline]
 fn front_index(key: (usize, c_int)) -> usize {
     let h = (key.0 as u64 >> 4) ^ u64::from(key.1 as u32).wrapping_mul(0x9E37_79B9);
@@ -336,8 +341,14 @@ mod top_frame {
     /// `offsetof(_PyInterpreterFrame, previous)` on 3.13, 3.14 and 3.15, checked by [`verify`].
     const PREVIOUS_OFFSET: usize = 8;
 
+    /// `offsetof(_PyInterpreterFrame, instr_ptr)` on 3.13, 3.14 and 3.15, checked by [`verify`].
+    const INSTR_PTR_OFFSET: usize = 56;
+
     /// [`verify`] found the offset right.
     static USABLE: AtomicBool = AtomicBool::new(false);
+
+    /// [`verify`] found [`INSTR_PTR_OFFSET`] right: [`instr_ptr`] may be used.
+    static IP_READABLE: AtomicBool = AtomicBool::new(false);
 
     /// [`verify`] found [`PREVIOUS_OFFSET`] right too: [`key_of`] may walk to callers.
     static WALKABLE: AtomicBool = AtomicBool::new(false);
@@ -427,6 +438,55 @@ mod top_frame {
         }
     }
 
+    /// The address of `frame`'s current instruction, inside its code object (so it names the
+    /// code and the position at once while the code lives), or `None` if not confirmed by
+    /// [`verify`] or the frame has no code.
+    ///
+    /// # Safety
+    /// The GIL must be held and `frame` a live frame of the calling thread.
+    #[inline]
+    pub unsafe fn instr_ptr(frame: *mut InterpreterFrame) -> Option<usize> {
+        if !IP_READABLE.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: `frame` is live (caller); `verify` confirmed both offsets.
+        unsafe {
+            if frame.cast::<usize>().read() & !7 == 0 {
+                return None;
+            }
+            Some(
+                frame
+                    .cast::<u8>()
+                    .add(INSTR_PTR_OFFSET)
+                    .cast::<usize>()
+                    .read(),
+            )
+        }
+    }
+
+    /// `instr_ptr - code - lasti` for `frame`: the offset of the bytecode inside the code
+    /// object if [`INSTR_PTR_OFFSET`] is right, the same for every frame.
+    ///
+    /// # Safety
+    /// The GIL must be held and `frame` live, with code.
+    unsafe fn bytecode_offset(frame: *mut InterpreterFrame) -> Option<usize> {
+        // SAFETY: forwarded; the code reference is released at once (the frame keeps it).
+        unsafe {
+            let code = PyUnstable_InterpreterFrame_GetCode(frame);
+            if code.is_null() {
+                return None;
+            }
+            ffi::Py_DECREF(code);
+            let lasti = usize::try_from(PyUnstable_InterpreterFrame_GetLasti(frame)).ok()?;
+            let ip = frame
+                .cast::<u8>()
+                .add(INSTR_PTR_OFFSET)
+                .cast::<usize>()
+                .read();
+            ip.checked_sub(code as usize)?.checked_sub(lasti)
+        }
+    }
+
     /// Whether `raw` is the interpreter frame behind the frame object `frame`: same code, same
     /// instruction.
     ///
@@ -492,12 +552,19 @@ mod top_frame {
             let walkable = !raw_back.is_null() && same(raw_back, back);
             ffi::Py_DECREF(back.cast());
             WALKABLE.store(walkable, Ordering::Relaxed);
+            // Two frames of different code objects, at different positions, put their
+            // bytecode at the same small offset into the code object: the instruction pointer.
+            if walkable {
+                let (a, b) = (bytecode_offset(raw), bytecode_offset(raw_back));
+                let ok = matches!((a, b), (Some(a), Some(b)) if a == b && a > 0 && a < 1024);
+                IP_READABLE.store(ok, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Whether [`previous`] is enabled. For the tests.
+    /// Whether [`previous`] and [`instr_ptr`] are enabled. For the tests.
     pub fn walkable() -> bool {
-        WALKABLE.load(Ordering::Relaxed)
+        WALKABLE.load(Ordering::Relaxed) && IP_READABLE.load(Ordering::Relaxed)
     }
 }
 
@@ -550,17 +617,39 @@ unsafe fn cached_top_site() -> Option<u32> {
             return None;
         }
         for _ in 0..MAX_FRAMES {
-            if let Some(key) = top_frame::key_of(frame) {
-                let slot = front_index(key);
+            // The front first, by instruction address (no calls); then the map, by code and
+            // position, whose answer the front keeps under the address. (An address inside a
+            // code object the map holds a reference to: it names one code and position.)
+            let ip = top_frame::instr_ptr(frame);
+            let ip_key = ip.map(|ip| (ip, IP_KEY));
+            let ip_slot = ip_key.map(front_index);
+            let mut id = None;
+            if let (Some(key), Some(slot)) = (ip_key, ip_slot) {
                 let front = FRONT.with(|f| f[slot]);
-                let id = if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
-                    front.2
-                } else {
-                    let hit = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
-                    let id = hit?;
-                    FRONT.with(|f| f[slot] = (key.0, key.1, id));
-                    id
-                };
+                if front.0 == key.0 && front.1 == key.1 {
+                    id = Some(front.2);
+                }
+            }
+            if id.is_none() {
+                if let Some(key) = top_frame::key_of(frame) {
+                    let slot = front_index(key);
+                    let front = FRONT.with(|f| f[slot]);
+                    let found = if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
+                        front.2
+                    } else {
+                        let hit =
+                            SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
+                        let found = hit?;
+                        FRONT.with(|f| f[slot] = (key.0, key.1, found));
+                        found
+                    };
+                    if let (Some(key), Some(slot)) = (ip_key, ip_slot) {
+                        FRONT.with(|f| f[slot] = (key.0, key.1, found));
+                    }
+                    id = Some(found);
+                }
+            }
+            if let Some(id) = id {
                 if id != 0 {
                     return Some(id);
                 }
@@ -907,7 +996,8 @@ unsafe fn releasing_slow(holder: &Holder, id: LockId) {
     }
 }
 
-/// [`releasing`] from a thread that may not hold the GIL (thread-exit sentinels).
+/// [`releasing`] from a thread that may not hold the GIL (thread-exit sentinels, before 3.13).
+#[cfg(not(Py_3_13))]
 pub fn releasing_without_gil(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
         return;
