@@ -6,8 +6,9 @@
 //! - **Holders**: [`acquired`] / [`releasing`] keep a lock's [`Holder`] word; an `RLock` is
 //!   read through its owner-ident word. In diagnostic mode they also keep the held lists.
 //! - **Waits**: [`wait`] wraps the blocking part of an acquire or join (GIL released) in a
-//!   [`WaitGuard`], and, while a "raise" watchdog is on, sleeps in [`CANCEL_SLICE`]s so a
-//!   cancelled wait ends promptly without the lock.
+//!   [`WaitGuard`] armed with the lock's (or thread handle's) wake word: the binding's locks
+//!   sleep in a `diag::Cancellable` backend, so a wait that a "raise" watchdog cancels is
+//!   woken and ends without the lock, however long before the watchdog it began.
 //! - **The `rthread._rthread_debug` module**: the native helpers of `rthread.debug`, created
 //!   beside `_rthread` (never one of its attributes, so `_thread`'s namespace stays the
 //!   built-in's), and the watchdog thread.
@@ -18,7 +19,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use rthread_core::diag::{
     self, Certainty, Cycle, HeldBy, Holder, LockId, LockKind, Released, Snapshot, ThreadSlot,
-    WaitFor, WaitGuard, WaitToken, CANCEL_SLICE,
+    WaitFor, WaitGuard, WaitToken,
 };
 use rthread_core::{Acquire, Deadline};
 
@@ -542,9 +543,6 @@ pub fn refresh_hooks() {
     DIAGNOSTIC.store(on, Ordering::Relaxed);
 }
 
-/// A "raise" watchdog is on: waits sleep in [`CANCEL_SLICE`]s to notice cancellation.
-static SLICED: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
     /// The calling thread's packed registry slot (0: not registered yet). A `const`
     /// thread-local without destructor: one load, no lazy-init check, on the acquire path.
@@ -681,6 +679,9 @@ pub struct WaitOn<'a> {
     pub what: WaitFor,
     pub site: u32,
     pub held_by: Option<HeldBy<'a>>,
+    /// The word the wait sleeps on (the lock's or the thread handle's), woken by a watchdog
+    /// that cancels the wait; `None` for a wait no cancel should reach.
+    pub wake: Option<&'a AtomicU32>,
 }
 
 /// How a recorded wait ended.
@@ -702,27 +703,17 @@ pub fn wait(
         return Waited::Done(block(deadline));
     }
     let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), deadline.is_some());
-    guard.armed(on.held_by, None, || {
-        if !SLICED.load(Ordering::Relaxed) {
-            return Waited::Done(block(deadline));
-        }
-        loop {
-            if guard.is_cancelled() {
-                return Waited::Cancelled;
-            }
-            let slice_end = Deadline::after(CANCEL_SLICE);
-            match block(Some(deadline.map_or(slice_end, |d| d.min(slice_end)))) {
-                Acquire::TimedOut if !deadline.is_some_and(|d| d.has_passed()) => {}
-                r => return Waited::Done(r),
-            }
-        }
+    // The lock sleeps in a `Cancellable` backend: a cancelled wait comes back `Interrupted`.
+    guard.armed(on.held_by, on.wake, || match block(deadline) {
+        Acquire::Interrupted if guard.is_cancelled() => Waited::Cancelled,
+        r => Waited::Done(r),
     })
 }
 
 /// [`wait`] that no watchdog can cancel, waiting as long as needed (`RLock._acquire_restore`).
 pub fn wait_uncancellable(on: WaitOn<'_>, block: &impl Fn(Option<Deadline>) -> Acquire) -> Acquire {
     let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), false);
-    guard.armed(on.held_by, None, || block(None))
+    guard.armed_uncancellable(on.held_by, || block(None))
 }
 
 /// The `DeadlockError` type (set by `rthread.debug`), and the last report of the watchdog.
@@ -1143,7 +1134,6 @@ pub fn after_fork_child() {
         r.helper = false;
         r.served = r.requested;
     }
-    SLICED.store(false, Ordering::Relaxed);
     HELPER_IDENT.store(0, Ordering::Relaxed);
 }
 
@@ -1293,7 +1283,6 @@ fn watchdog(seconds: Option<f64>, action: &str, fd: c_int) -> PyResult<()> {
     match seconds {
         None => {
             w.config = None;
-            SLICED.store(false, Ordering::Relaxed);
         }
         Some(s) => {
             if !(s.is_finite() && s > 0.0) {
@@ -1306,7 +1295,6 @@ fn watchdog(seconds: Option<f64>, action: &str, fd: c_int) -> PyResult<()> {
                 action,
                 fd,
             });
-            SLICED.store(action == Action::Raise, Ordering::Relaxed);
             if !w.running {
                 std::thread::Builder::new()
                     .name("rthread-watchdog".into())
