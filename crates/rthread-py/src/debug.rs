@@ -586,20 +586,25 @@ pub fn set_holder(holder: &Holder) {
 pub unsafe fn acquired(holder: &Holder, id: LockId) {
     set_holder(holder);
     if HELD.load(Ordering::Relaxed) {
-        // SAFETY: forwarded.
-        unsafe { push_held(id) };
+        // The holder word now names the calling thread: its packed slot, without a
+        // thread-local read (none if the thread could not be registered).
+        if let Some(me) = holder.holder_packed() {
+            // SAFETY: forwarded.
+            unsafe { push_held(me, id) };
+        }
     }
 }
 
-/// Diagnostic mode: adds a held lock with its acquire site.
+/// Diagnostic mode: adds a held lock with its acquire site to the held list of `me`, the
+/// calling thread's packed slot.
 ///
 /// # Safety
 /// The GIL must be held.
-#[cold]
-pub unsafe fn push_held(id: LockId) {
+#[inline(never)]
+pub unsafe fn push_held(me: u32, id: LockId) {
     // SAFETY: forwarded.
     let site = unsafe { caller_site() };
-    diag::held_push(id, diag::SiteId::from_u32(site));
+    diag::held_push_own(me, id, diag::SiteId::from_u32(site));
 }
 
 /// Forgets a plain lock's holder (call just before releasing it).
@@ -639,11 +644,8 @@ pub fn forget(holder: &Holder, id: LockId) {
 #[cold]
 fn remove_held(outcome: Released, id: LockId) {
     match outcome {
-        Released::ByAcquirer => {
-            if let Some(me) = diag::current_slot() {
-                diag::held_remove(me.packed(), id);
-            }
-        }
+        // The releaser acquired it: its own list, where only it adds entries.
+        Released::ByAcquirer => diag::held_pop_own(PACKED.with(Cell::get), id),
         Released::ByOther(acquirer) => diag::held_remove(acquirer, id),
         Released::Unknown => {}
     }
@@ -658,7 +660,7 @@ fn remove_held(outcome: Released, id: LockId) {
 pub unsafe fn rlock_acquired(id: LockId) {
     if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
-        unsafe { push_held(id) };
+        unsafe { push_held(my_packed(), id) };
     }
 }
 

@@ -62,6 +62,8 @@
 //!   records hold a `u32`.
 //! - **Held lists** (diagnostic mode, [`set_track_held`]): up to [`HELD_MAX`] locks per thread
 //!   with acquire site and time. Off by default: they cost the acquire path a few stores.
+//!   The time is a ticker thread's coarse reading ([`HELD_CLOCK_TICK`]), not a clock read per
+//!   acquire, so an age reads up to about 15 ms long.
 //!
 //! # The wait-for graph
 //!
@@ -163,6 +165,7 @@
 //!   uses [`WaitGuard::armed_uncancellable`].
 //! - **Fork**: call [`after_fork_child`] in the child (with the other at-fork handlers).
 
+mod clock;
 mod graph;
 pub mod lockdep;
 pub mod profile;
@@ -171,12 +174,13 @@ mod sites;
 mod text;
 mod tracked;
 
+pub use clock::TICK as HELD_CLOCK_TICK;
 pub use graph::{snapshot, Certainty, Cycle, Edge, HeldLock, Snapshot, ThreadInfo, WaitInfo};
 pub use registry::{
-    after_fork_child, cancel_wait, current_slot, held_push, held_remove, register_current_thread,
-    register_current_thread_named, set_current_thread_name, set_track_held, track_held,
-    unregister_current_thread, Cancel, Cancellable, HeldBy, Holder, LockId, LockKind, Released,
-    ThreadSlot, WaitFor, WaitGuard, WaitToken, HELD_MAX, MAX_THREADS,
+    after_fork_child, cancel_wait, current_slot, held_pop_own, held_push, held_push_own,
+    held_remove, register_current_thread, register_current_thread_named, set_current_thread_name,
+    set_track_held, track_held, unregister_current_thread, Cancel, Cancellable, HeldBy, Holder,
+    LockId, LockKind, Released, ThreadSlot, WaitFor, WaitGuard, WaitToken, HELD_MAX, MAX_THREADS,
 };
 pub use sites::{intern_caller, intern_location, intern_site, site, Site, SiteId};
 pub use tracked::{Cancelled, TrackedLock, TrackedRLock};

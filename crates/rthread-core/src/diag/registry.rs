@@ -686,10 +686,14 @@ pub fn after_fork_child() {
 /// Whether the held-locks lists are kept (diagnostic mode; off by default).
 static TRACK_HELD: AtomicU32 = AtomicU32::new(0);
 
-/// Turns the diagnostic held-locks lists on or off. Costs each tracked acquire a clock read and
-/// a few stores while on.
+/// Turns the diagnostic held-locks lists on or off. Costs each tracked acquire a few loads and
+/// stores while on; their acquire times come from a ticker thread that runs while the lists
+/// are kept (see `diag/clock.rs`: ages read up to about 15 ms long).
 pub fn set_track_held(on: bool) {
     TRACK_HELD.store(u32::from(on), Ordering::Relaxed);
+    if on {
+        super::clock::start();
+    }
 }
 
 /// Whether the held-locks lists are kept.
@@ -698,49 +702,66 @@ pub fn track_held() -> bool {
     TRACK_HELD.load(Ordering::Relaxed) != 0
 }
 
-/// The monotonic clock at tick resolution (a few ms), for the held lists' acquire times: on
-/// Linux `CLOCK_MONOTONIC_COARSE` (same origin as `CLOCK_MONOTONIC`, never ahead of it) is a
-/// fraction of the cost of the precise clock, and a report's ages need no more.
-#[inline]
-fn coarse_now_ns() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable `timespec` for the whole call.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
-            return u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
-                + u64::try_from(ts.tv_nsec).unwrap_or(0);
-        }
-    }
-    Deadline::now().as_nanos()
-}
-
 /// Adds `lock` to the calling thread's held list (diagnostic mode). Returns false if the list
 /// is full or the thread is not registered; the lock is then simply not listed.
 pub fn held_push(lock: LockId, site: Option<SiteId>) -> bool {
-    let Some(slot) = current_slot_or_register().and_then(live_slot) else {
+    current_slot_or_register().is_some_and(|me| held_push_own(me.packed(), lock, site))
+}
+
+/// The calling thread's own slot from its packed form ([`ThreadSlot::packed`], or a
+/// [`Holder`] word it just wrote), if that registration is live.
+#[inline]
+fn own_slot(packed: u32) -> Option<&'static Slot> {
+    let index = (packed & INDEX_MASK).wrapping_sub(1);
+    let slot = slot_at(index)?;
+    // Relaxed: the calling thread registered this slot itself.
+    let gen = slot.gen.load(Ordering::Relaxed);
+    let me = ThreadSlot {
+        index,
+        generation: gen,
+    };
+    (gen % 2 == 1 && me.matches_packed(packed)).then_some(slot)
+}
+
+/// [`held_push`] for a caller that knows its own packed slot (the binding keeps it in a
+/// thread-local, or reads it back from the [`Holder`] it just set): no registry look-up.
+///
+/// `packed` must be the *calling* thread's: only a slot's owner adds entries, which is why
+/// this needs plain stores and no compare-exchange (another thread only ever clears an entry
+/// that holds its lock, never a free one). Returns false if `packed` is not a live
+/// registration or the list is full.
+#[inline]
+pub fn held_push_own(packed: u32, lock: LockId, site: Option<SiteId>) -> bool {
+    let Some(slot) = own_slot(packed) else {
         return false;
     };
-    let now = coarse_now_ns();
+    let now = super::clock::stamp_ns();
     for e in &slot.held {
         if e.lock.load(Ordering::Relaxed) == 0 {
             e.site
                 .store(site.map_or(0, SiteId::as_u32), Ordering::Relaxed);
             e.since.store(now, Ordering::Relaxed);
-            // Only the owner claims entries, so this cannot lose to another claim; it can
-            // only fail if a foreign releaser touched it, which it does not for free ones.
-            if e.lock
-                .compare_exchange(0, lock.0, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-            {
-                return true;
-            }
+            // Release: a snapshot that sees the lock (Acquire) sees its site and time.
+            e.lock.store(lock.0, Ordering::Release);
+            return true;
         }
     }
     false
+}
+
+/// Removes `lock` from the calling thread's own held list (`packed`: the caller's, as for
+/// [`held_push_own`]), when the caller is the thread that acquired it. A plain store: another
+/// thread may clear the same entry at the same time (two releases of one lock race, and one of
+/// them fails), and both only ever write 0.
+#[inline]
+pub fn held_pop_own(packed: u32, lock: LockId) {
+    let Some(slot) = own_slot(packed) else { return };
+    for e in &slot.held {
+        if e.lock.load(Ordering::Relaxed) == lock.0 {
+            e.lock.store(0, Ordering::Relaxed);
+            return;
+        }
+    }
 }
 
 /// Removes `lock` from the held list of the thread whose packed slot is `holder` (the
