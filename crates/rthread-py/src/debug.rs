@@ -117,6 +117,20 @@ static FRONT: GilCell<[(usize, c_int, u32); FRONT_SIZE]> =
     GilCell(UnsafeCell::new([(0, 0, 0); FRONT_SIZE]));
 const FRONT_SIZE: usize = 64;
 
+/// A direct-mapped cache in front of [`FRONT`] on 3.13+: `(instruction address, site)` of the
+/// current frame ([`top_frame::instr_ptr`]). Filled only from [`SITE_CACHE`] hits, whose code
+/// objects it keeps alive, so an address cannot be reused by another code object while its
+/// entry exists.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+static IP_FRONT: GilCell<[(usize, u32); FRONT_SIZE]> =
+    GilCell(UnsafeCell::new([(0, 0); FRONT_SIZE]));
+
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+#[inline]
+fn ip_index(ip: usize) -> usize {
+    ((ip as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % FRONT_SIZE
+}
+
 #[inline]
 fn front_index(key: (usize, c_int)) -> usize {
     let h = (key.0 as u64 >> 4) ^ u64::from(key.1 as u32).wrapping_mul(0x9E37_79B9);
@@ -337,8 +351,41 @@ mod top_frame {
     /// [`verify`] found the offset right.
     static USABLE: AtomicBool = AtomicBool::new(false);
 
+    /// `offsetof(_PyInterpreterFrame, instr_ptr)` on 3.13, 3.14 and 3.15 (default builds):
+    /// the address of the frame's current instruction, inside its code object. Checked by
+    /// [`verify`] before it is ever used.
+    const INSTR_PTR_OFFSET: usize = 56;
+
+    /// [`verify`] found the instruction pointer where expected.
+    static IP_USABLE: AtomicBool = AtomicBool::new(false);
+
     pub fn usable() -> bool {
-        USABLE.load(Ordering::Relaxed)
+        USABLE.load(Ordering::Relaxed) && IP_USABLE.load(Ordering::Relaxed)
+    }
+
+    /// The current frame's instruction address, or 0 (no frame, or the layout was not
+    /// confirmed). While the frame's code object lives, the address names one instruction of
+    /// it, so it identifies a call site as `(code, offset)` does, in two loads.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline]
+    pub unsafe fn instr_ptr() -> usize {
+        if !IP_USABLE.load(Ordering::Relaxed) {
+            return 0;
+        }
+        // SAFETY: GIL held (caller); `verify` confirmed the word at the offset.
+        unsafe {
+            let frame = current();
+            if frame.is_null() {
+                return 0;
+            }
+            frame
+                .cast::<u8>()
+                .add(INSTR_PTR_OFFSET)
+                .cast::<usize>()
+                .read()
+        }
     }
 
     /// The current interpreter frame, or null (none, or the layout was not confirmed).
@@ -411,9 +458,26 @@ mod top_frame {
             }
             let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
             let raw_code = PyUnstable_InterpreterFrame_GetCode(raw);
-            let same = !raw_code.is_null()
-                && raw_code == code
-                && PyUnstable_InterpreterFrame_GetLasti(raw) == ffi::PyFrame_GetLasti(frame);
+            let lasti = PyUnstable_InterpreterFrame_GetLasti(raw);
+            let same =
+                !raw_code.is_null() && raw_code == code && lasti == ffi::PyFrame_GetLasti(frame);
+            // The instruction pointer lies in the code object's bytecode, which starts a fixed
+            // distance into the object: `ip = code + header + lasti` (lasti in bytes), with
+            // the header no larger than the type's base size. No other word of the frame
+            // points into the code object.
+            if same && lasti >= 0 {
+                let ip = raw
+                    .cast::<u8>()
+                    .add(INSTR_PTR_OFFSET)
+                    .cast::<usize>()
+                    .read();
+                let base = code as usize;
+                let tp = ffi::Py_TYPE(code);
+                let basic = usize::try_from((*tp).tp_basicsize).unwrap_or(0);
+                let header = ip.wrapping_sub(base).wrapping_sub(lasti as usize);
+                let ok = ip > base && (16..=basic).contains(&header);
+                IP_USABLE.store(ok, Ordering::Relaxed);
+            }
             ffi::Py_DECREF(code);
             if !raw_code.is_null() {
                 ffi::Py_DECREF(raw_code);
@@ -455,24 +519,47 @@ pub unsafe fn init_frames() {
 /// # Safety
 /// The GIL must be held.
 #[inline]
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
 unsafe fn cached_top_site() -> u32 {
-    #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
     // SAFETY: GIL held (caller); the closures only read or fill the caches.
     unsafe {
+        let ip = top_frame::instr_ptr();
+        let ip_slot = ip_index(ip);
+        if ip != 0 {
+            let e = IP_FRONT.with(|f| f[ip_slot]);
+            if e.0 == ip {
+                return e.1;
+            }
+        }
         let Some(key) = top_frame::key() else {
             return 0;
         };
         let slot = front_index(key);
         let front = FRONT.with(|f| f[slot]);
-        if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
-            return front.2;
-        }
-        let hit = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
-        if let Some(id) = hit {
+        let id = if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
+            front.2
+        } else {
+            let hit = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()));
+            let Some(id) = hit else { return 0 };
             FRONT.with(|f| f[slot] = (key.0, key.1, id));
-            return id;
+            id
+        };
+        // Only ids from the site cache, which keeps their code objects (and so the
+        // instruction addresses) alive; never the "skip this frame" 0.
+        if ip != 0 && id != 0 {
+            IP_FRONT.with(|f| f[ip_slot] = (ip, id));
         }
+        id
     }
+}
+
+/// No fast frame read before 3.13 (or without the GIL): never cached.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
+#[inline]
+unsafe fn cached_top_site() -> u32 {
     0
 }
 
@@ -481,10 +568,55 @@ unsafe fn cached_top_site() -> u32 {
 ///
 /// # Safety
 /// The GIL must be held.
+#[inline]
 pub unsafe fn caller_site() -> u32 {
     if COMPILED_OUT {
         return 0;
     }
+    // SAFETY: GIL held (caller).
+    let hit = unsafe { ip_front_hit() };
+    if hit != 0 {
+        return hit;
+    }
+    // SAFETY: GIL held (caller).
+    unsafe { caller_site_slow() }
+}
+
+/// The site cached for the current instruction (3.13+): a few loads, kept out of the larger
+/// [`caller_site_slow`] so that a hit pays no register saves. 0 if not cached.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+#[inline(always)]
+unsafe fn ip_front_hit() -> u32 {
+    // SAFETY: GIL held (caller); the closure only reads the array.
+    unsafe {
+        let ip = top_frame::instr_ptr();
+        if ip == 0 {
+            return 0;
+        }
+        let e = IP_FRONT.with(|f| f[ip_index(ip)]);
+        if e.0 == ip {
+            e.1
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
+#[inline(always)]
+unsafe fn ip_front_hit() -> u32 {
+    0
+}
+
+/// [`caller_site`] past the instruction cache: the other caches, then the frame walk.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline(never)]
+unsafe fn caller_site_slow() -> u32 {
     // SAFETY: GIL held (caller).
     let cached = unsafe { cached_top_site() };
     if cached != 0 {
