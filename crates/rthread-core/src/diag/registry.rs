@@ -983,6 +983,9 @@ fn armed_wait_cancelled() -> bool {
 /// all). Other sleepers of the same word wake spuriously, look at the lock, and sleep again.
 /// The caller tells a cancellation from a signal with [`WaitGuard::is_cancelled`].
 ///
+/// A wake-up that the cancelled sleeper received is passed on to another sleeper of the word
+/// (it may have been a release's only wake-up).
+///
 /// The check is a thread-local read and one load, done only around a sleep: the uncontended
 /// paths of a lock with this backend are the same instructions as with `W`. A cancel that
 /// lands between the check and the sleep is not seen by that sleep; [`cancel_wait`] is
@@ -997,7 +1000,15 @@ impl<W: Wait> Wait for Cancellable<W> {
             return WaitResult::Interrupted;
         }
         match W::wait(word, expected, deadline) {
-            WaitResult::Woken if armed_wait_cancelled() => WaitResult::Interrupted,
+            WaitResult::Woken if armed_wait_cancelled() => {
+                // The wake-up may have been a release's `wake_one`, meant for whichever
+                // sleeper it reached: this one leaves without the lock, so pass it on, or
+                // another sleeper could stay asleep on a free lock. (A signal never takes a
+                // wake-up: `futex` returns `EINTR` only when it was not woken.) A spurious
+                // wake-up costs the others a look at the lock.
+                W::wake_one(word);
+                WaitResult::Interrupted
+            }
             r => r,
         }
     }
