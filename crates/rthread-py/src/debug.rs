@@ -732,7 +732,7 @@ pub unsafe fn acquired(holder: &Holder, id: LockId) {
 ///
 /// # Safety
 /// The GIL must be held.
-#[inline(never)]
+#[inline]
 pub unsafe fn push_held(me: u32, id: LockId) {
     // SAFETY: forwarded.
     let site = unsafe { caller_site() };
@@ -773,7 +773,7 @@ pub fn forget(holder: &Holder, id: LockId) {
     }
 }
 
-#[cold]
+#[inline]
 fn remove_held(outcome: Released, id: LockId) {
     match outcome {
         // The releaser acquired it: its own list, where only it adds entries.
