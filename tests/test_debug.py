@@ -188,6 +188,27 @@ def test_fast_frame_read_is_on():
     assert native.fast_frames() is expected
 
 
+def test_held_lock_age_and_acquire_site_in_diagnostic_mode(tmp_path):
+    # Held-lock ages come from a 10 ms ticker, never later than the acquire: never short, and
+    # long by a few ticks at most (bounded generously: a loaded machine delays the ticker).
+    result, _, lines = run(tmp_path, """
+        dbg.enable()
+        lock = threading.Lock()
+        rows = []
+        for hold in (0.05, 0.4):
+            lock.acquire()  # @acq
+            time.sleep(hold)
+            me = [t for t in dbg.snapshot().to_dict()["threads"] if t["main"]][0]
+            (h,) = [h for h in me["holds"] if h["object"] == id(lock)]
+            lock.release()
+            rows.append([hold, h["seconds"], h["acquired_at"]])
+        done(rows=rows)
+    """)
+    for hold, seconds, acquired_at in result["rows"]:
+        assert acquired_at == lines["acq"]
+        assert hold <= seconds < hold + 1.0, (hold, seconds)
+
+
 def test_watchdog_arguments():
     with pytest.raises(ValueError):
         dbg.watchdog(1, action="explode")
