@@ -188,6 +188,27 @@ def test_fast_frame_read_is_on():
     assert native.fast_frames() is expected
 
 
+def test_held_lock_age_and_acquire_site_in_diagnostic_mode(tmp_path):
+    # Held-lock ages come from a 10 ms ticker, never later than the acquire: never short, and
+    # long by a few ticks at most (bounded generously: a loaded machine delays the ticker).
+    result, _, lines = run(tmp_path, """
+        dbg.enable()
+        lock = threading.Lock()
+        rows = []
+        for hold in (0.05, 0.4):
+            lock.acquire()  # @acq
+            time.sleep(hold)
+            me = [t for t in dbg.snapshot().to_dict()["threads"] if t["main"]][0]
+            (h,) = [h for h in me["holds"] if h["object"] == id(lock)]
+            lock.release()
+            rows.append([hold, h["seconds"], h["acquired_at"]])
+        done(rows=rows)
+    """)
+    for hold, seconds, acquired_at in result["rows"]:
+        assert acquired_at == lines["acq"]
+        assert hold <= seconds < hold + 1.0, (hold, seconds)
+
+
 def test_watchdog_arguments():
     with pytest.raises(ValueError):
         dbg.watchdog(1, action="explode")
@@ -319,6 +340,117 @@ def test_raise_frees_main_each_time(tmp_path, kind):
     """)
     assert result["freed"] == 3
     assert err.count("rthread watchdog:") == 3, err  # one report per episode
+
+
+#: A third thread that waits for the certain cycle, lets its waiters sleep well past any
+#: spin, then sets a "raise" watchdog: the deadlock formed before the watchdog existed.
+LATE_WATCHDOG = """\
+def late_watchdog():
+    poll(certain_cycle)
+    time.sleep(0.5)
+    dbg.watchdog(0.2, action="raise")
+threading.Thread(target=late_watchdog, name="setter", daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_raise_reaches_main_asleep_before_the_watchdog(tmp_path, kind):
+    result, err, _ = run(tmp_path, LATE_WATCHDOG + f"""
+a = threading.{kind}()
+b = threading.{kind}()
+ready = threading.Event()
+def other():
+    with b:
+        ready.set()
+        with a:
+            pass
+with a:
+    t = threading.Thread(target=other, name="other")
+    t.start()
+    ready.wait()
+    start = time.monotonic()
+    try:
+        with b:
+            outcome = "took b"
+    except dbg.DeadlockError as e:
+        outcome = "DeadlockError"
+        report = e.report
+    # Still ours: the other thread is still waiting for it.
+    a_locked = a.locked() if hasattr(a, "locked") else a._is_owned()
+t.join(10)
+# The cancelled waiter took nothing: b is free, a too once the other thread is done.
+free = [l.acquire(blocking=False) for l in (a, b)]
+done(outcome=outcome, report=report, waited=time.monotonic() - start, alive=t.is_alive(),
+     a_locked=a_locked, free=free)
+""")
+    assert result["outcome"] == "DeadlockError", result
+    assert "Found 1 deadlock(s)" in result["report"], result["report"]
+    assert result["a_locked"] and not result["alive"]
+    assert result["free"] == [True, True]
+    # Bounded: the setter's 0.5 s, two snapshots of the watchdog, the report.
+    assert result["waited"] < 30, result
+    # The first report may come as a long wait, before the cycle is confirmed.
+    assert "rthread watchdog:" in err and "Found 1 deadlock(s)" in err, err
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_raise_reaches_two_workers_asleep_before_the_watchdog(tmp_path, kind):
+    # Neither waiter is the main thread, which sets the watchdog itself once they sleep:
+    # one of the two gets DeadlockError, the other then takes both locks.
+    result, err, _ = run(tmp_path, f"""
+a = threading.{kind}()
+b = threading.{kind}()
+both = threading.Barrier(2)
+outcomes = {{}}
+def worker(first, second, name):
+    with first:
+        both.wait()
+        try:
+            with second:
+                outcomes[name] = "took both"
+        except dbg.DeadlockError:
+            outcomes[name] = "DeadlockError"
+ts = [threading.Thread(target=worker, args=(a, b, "ab"), name="ab"),
+      threading.Thread(target=worker, args=(b, a, "ba"), name="ba")]
+for t in ts:
+    t.start()
+poll(certain_cycle)
+time.sleep(0.5)
+dbg.watchdog(0.2, action="raise")
+# Not join(): the main thread waiting on the cycle would be the one chosen to raise.
+poll(lambda: not any(t.is_alive() for t in ts))
+free = [l.acquire(blocking=False) for l in (a, b)]
+done(outcomes=outcomes, alive=[t.is_alive() for t in ts], free=free)
+""")
+    assert sorted(result["outcomes"].values()) == ["DeadlockError", "took both"], result
+    assert result["alive"] == [False, False]
+    assert result["free"] == [True, True]
+    # The first report may come as a long wait, before the cycle is confirmed.
+    assert "rthread watchdog:" in err and "Found 1 deadlock(s)" in err, err
+
+
+def test_raise_reaches_a_join_asleep_before_the_watchdog(tmp_path):
+    result, err, _ = run(tmp_path, LATE_WATCHDOG + """
+held = threading.Lock()
+held.acquire()
+def worker():
+    with held:
+        pass
+t = threading.Thread(target=worker, name="joined")
+t.start()
+try:
+    t.join()
+    outcome = "joined without error"
+except dbg.DeadlockError as e:
+    outcome = "DeadlockError"
+    report = e.report
+held.release()
+t.join(10)
+done(outcome=outcome, report=report, alive=t.is_alive())
+""")
+    assert result["outcome"] == "DeadlockError", result
+    assert not result["alive"]
+    assert "the end of thread 'joined'" in result["report"], result["report"]
 
 
 def test_condition_wait_never_notified_is_a_hang(tmp_path):

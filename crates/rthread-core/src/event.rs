@@ -82,6 +82,14 @@ impl<W: Wait> RawEvent<W> {
         self.state.load(Ordering::Acquire) == SET
     }
 
+    /// The word this event's waiters sleep on (see [`crate::RawLock::wake_word`]). Waking it is
+    /// harmless; storing to it breaks the event.
+    #[inline]
+    #[must_use]
+    pub fn wake_word(&self) -> &AtomicU32 {
+        &self.state
+    }
+
     /// Sets the event and wakes every waiter. Idempotent.
     pub fn set(&self) {
         if self.state.swap(SET, Ordering::Release) == WAITING {

@@ -742,6 +742,16 @@ impl<W: Wait> RawLock<W> {
         }
     }
 
+    /// The word this lock's sleepers wait on, for code that must wake them so that they look
+    /// at something else (a cancelled wait: [`crate::diag::WaitGuard::armed`]). Waking it is
+    /// always harmless (a woken sleeper that still finds the lock held sleeps again); storing
+    /// to it breaks the lock.
+    #[inline]
+    #[must_use]
+    pub fn wake_word(&self) -> &AtomicU32 {
+        &self.state
+    }
+
     /// Whether the lock is held right now (a racy snapshot, like Python's `locked()`).
     #[inline]
     #[must_use]

@@ -28,7 +28,7 @@ use core::fmt;
 use crate::deadline::Deadline;
 use crate::lock::{Acquire, RawLock, SpinPolicy};
 // `core`'s atomics, or loom's under `cfg(loom)`.
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::const_fn_unless_loom;
 use crate::wait::{DefaultWait, Wait};
 
@@ -283,6 +283,14 @@ impl<W: Wait> RawRLock<W> {
     #[must_use]
     pub fn owner_word(&self) -> &AtomicU64 {
         &self.owner
+    }
+
+    /// The word this lock's sleepers wait on (the inner lock's, see
+    /// [`crate::RawLock::wake_word`]).
+    #[inline]
+    #[must_use]
+    pub fn wake_word(&self) -> &AtomicU32 {
+        self.lock.wake_word()
     }
 
     /// The owner's ident, 0 if none. From another thread this is a racy snapshot (for `repr`).

@@ -794,3 +794,74 @@ fn contended_acquire_allocates_nothing_after_registration() {
     // allocate at all.
     assert_eq!(counts[1], 0, "{counts:?}");
 }
+
+/// A waiter that has been asleep for a while (its spin long over) is woken by `cancel_wait`
+/// and leaves without the lock, while a second sleeper of the same lock wakes spuriously,
+/// sleeps again, and takes the lock when its holder releases it. Nothing sleeps in slices:
+/// without the wake-up, the cancelled waiter would sleep until the release.
+fn cancel_wakes_a_long_sleeper(lock: Arc<AnyLock>) {
+    lock.acquire().unwrap();
+    let spawn_waiter = |name: &'static str| {
+        let (tx, rx) = mpsc::channel();
+        let l2 = Arc::clone(&lock);
+        let h = std::thread::spawn(move || {
+            tx.send(diag::register_current_thread_named(name).unwrap())
+                .unwrap();
+            let r = l2.acquire();
+            if r.is_ok() {
+                l2.release();
+            }
+            r
+        });
+        (rx.recv_timeout(HANG).unwrap(), h)
+    };
+    let (victim, victim_h) = spawn_waiter("victim");
+    let (other, other_h) = spawn_waiter("other");
+    let s = snapshot_until("both waiters", |s| {
+        [victim, other]
+            .iter()
+            .all(|&t| s.thread(t).is_some_and(|t| t.wait.is_some()))
+    });
+    // Long past any spin: both are asleep in the futex.
+    std::thread::sleep(Duration::from_millis(100));
+    let token = s.thread(victim).unwrap().wait.as_ref().unwrap().token;
+    let start = Instant::now();
+    assert_eq!(cancel_wait(victim, token), Cancel::Requested);
+    assert_eq!(join_within(victim_h, HANG), Err(Cancelled));
+    let took = start.elapsed();
+    // The other waiter is still in its same wait, and the lock still ours.
+    let other_token = snapshot_until("the other waiter", |_| true)
+        .thread(other)
+        .and_then(|t| t.wait.as_ref().map(|w| w.token));
+    assert_eq!(
+        other_token,
+        s.thread(other).unwrap().wait.as_ref().map(|w| w.token)
+    );
+    assert!(!lock.is_free_for_others());
+    lock.release();
+    assert_eq!(join_within(other_h, HANG), Ok(()));
+    assert!(lock.is_free(), "lock left held");
+    // Generous: the wake-up is immediate; slices or a missed wake would show as HANG.
+    assert!(took < Duration::from_secs(5), "cancel took {took:?}");
+}
+
+impl AnyLock {
+    /// Whether another thread could take it now (the caller holds it: must be false).
+    fn is_free_for_others(&self) -> bool {
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|sc| {
+            sc.spawn(|| tx.send(self.is_free()).unwrap());
+        });
+        rx.recv().unwrap()
+    }
+}
+
+#[test]
+fn cancel_wakes_a_long_sleeper_on_a_lock() {
+    cancel_wakes_a_long_sleeper(Arc::new(AnyLock::Plain(TrackedLock::new())));
+}
+
+#[test]
+fn cancel_wakes_a_long_sleeper_on_an_rlock() {
+    cancel_wakes_a_long_sleeper(Arc::new(AnyLock::Reentrant(TrackedRLock::new())));
+}

@@ -778,6 +778,115 @@ fn lock_interrupted_wait() {
     paths.assert_saw("lock_interrupted_wait", &["interrupted"]);
 }
 
+loom::thread_local! {
+    /// The calling model thread's cancel flag, if its waits are cancellable (what
+    /// `diag::WaitGuard::armed` sets up for `diag::Cancellable`, which is not built under loom).
+    static CANCEL_FLAG: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        std::cell::RefCell::new(None);
+}
+
+/// Whether the calling model thread's wait has been cancelled.
+fn cancel_seen() -> bool {
+    CANCEL_FLAG.with(|f| {
+        f.borrow()
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Acquire))
+    })
+}
+
+/// `diag::Cancellable` over the loom backend, step for step: no sleep once cancelled, and a
+/// wake-up that finds the wait cancelled becomes `Interrupted` and is passed on.
+struct CancellableLoom;
+
+impl Wait for CancellableLoom {
+    fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitResult {
+        if cancel_seen() {
+            return WaitResult::Interrupted;
+        }
+        match Loom::wait(word, expected, deadline) {
+            WaitResult::Woken if cancel_seen() => {
+                Loom::wake_one(word);
+                WaitResult::Interrupted
+            }
+            r => r,
+        }
+    }
+
+    fn wake_one(word: &AtomicU32) {
+        Loom::wake_one(word);
+    }
+
+    fn wake_all(word: &AtomicU32) {
+        Loom::wake_all(word);
+    }
+}
+
+/// A watchdog's "raise" on one of two sleepers (`diag::cancel_wait`: set the flag, wake every
+/// sleeper of the lock word) while the holder releases: the cancelled waiter leaves without
+/// the lock (or, if the lock reached it first, with it), the other waiter is never stranded
+/// (a release's one wake-up that the cancelled waiter took is passed on), and once everyone
+/// is done the lock is free.
+#[test]
+fn lock_cancel_wakes_sleeper() {
+    let paths = Paths::default();
+    let seen = paths.clone();
+    model("lock_cancel_wakes_sleeper", move || {
+        let lock = Arc::new(RawLock::<CancellableLoom>::new());
+        let data = Arc::new(Guarded::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        assert!(lock.try_acquire());
+        let victim = {
+            let (lock, data, flag, seen) = (
+                Arc::clone(&lock),
+                Arc::clone(&data),
+                Arc::clone(&flag),
+                seen.clone(),
+            );
+            thread::spawn(move || {
+                CANCEL_FLAG.with(|f| *f.borrow_mut() = Some(flag));
+                match lock.acquire_until_with(None, SpinPolicy::Brief) {
+                    Acquire::Acquired => {
+                        seen.saw("victim acquired");
+                        data.enter();
+                        lock.release().unwrap();
+                        1
+                    }
+                    Acquire::Interrupted => {
+                        assert!(cancel_seen(), "interrupted without a cancel");
+                        seen.saw("victim cancelled");
+                        0
+                    }
+                    Acquire::TimedOut => panic!("timed out without a deadline"),
+                }
+            })
+        };
+        let other = {
+            let (lock, data) = (Arc::clone(&lock), Arc::clone(&data));
+            thread::spawn(move || {
+                assert_eq!(
+                    lock.acquire_until_with(None, SpinPolicy::Brief),
+                    Acquire::Acquired
+                );
+                data.enter();
+                lock.release().unwrap();
+            })
+        };
+        // The watchdog.
+        flag.store(true, Ordering::Release);
+        CancellableLoom::wake_all(lock.wake_word());
+        data.enter();
+        lock.release().unwrap();
+        other.join().unwrap();
+        let victim_entered = victim.join().unwrap();
+        assert_eq!(data.value(), 2 + victim_entered);
+        assert!(!lock.is_locked());
+    });
+    paths.assert_saw(
+        "lock_cancel_wakes_sleeper",
+        &["victim cancelled", "victim acquired"],
+    );
+}
+
 /// `reinit` (Python's `_at_fork_reinit`) while the lock is held and a waiter sleeps: the waiter
 /// is not stranded, and once everyone is done the lock is free. (Releases may then be refused:
 /// after a reinit the holder no longer holds it.)

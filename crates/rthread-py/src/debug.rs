@@ -6,8 +6,9 @@
 //! - **Holders**: [`acquired`] / [`releasing`] keep a lock's [`Holder`] word; an `RLock` is
 //!   read through its owner-ident word. In diagnostic mode they also keep the held lists.
 //! - **Waits**: [`wait`] wraps the blocking part of an acquire or join (GIL released) in a
-//!   [`WaitGuard`], and, while a "raise" watchdog is on, sleeps in [`CANCEL_SLICE`]s so a
-//!   cancelled wait ends promptly without the lock.
+//!   [`WaitGuard`] armed with the lock's (or thread handle's) wake word: the binding's locks
+//!   sleep in a `diag::Cancellable` backend, so a wait that a "raise" watchdog cancels is
+//!   woken and ends without the lock, however long before the watchdog it began.
 //! - **The `rthread._rthread_debug` module**: the native helpers of `rthread.debug`, created
 //!   beside `_rthread` (never one of its attributes, so `_thread`'s namespace stays the
 //!   built-in's), and the watchdog thread.
@@ -27,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use rthread_core::diag::{
     self, Certainty, Cycle, HeldBy, Holder, LockId, LockKind, Released, Snapshot, ThreadSlot,
-    WaitFor, WaitGuard, WaitToken, CANCEL_SLICE,
+    WaitFor, WaitGuard, WaitToken,
 };
 use rthread_core::{Acquire, Deadline};
 
@@ -120,6 +121,20 @@ const FRONT_SIZE: usize = 64;
 /// not a code object: no real position is negative below -1.
 #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
 const IP_KEY: c_int = c_int::MIN;
+
+/// A direct-mapped cache in front of [`FRONT`] on 3.13+: `(instruction address, site)` of the
+/// current frame ([`top_frame::instr_ptr`]). Filled only from [`SITE_CACHE`] hits, whose code
+/// objects it keeps alive, so an address cannot be reused by another code object while its
+/// entry exists.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+static IP_FRONT: GilCell<[(usize, u32); FRONT_SIZE]> =
+    GilCell(UnsafeCell::new([(0, 0); FRONT_SIZE]));
+
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+#[inline]
+fn ip_index(ip: usize) -> usize {
+    ((ip as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % FRONT_SIZE
+}
 
 #[inline]
 fn front_index(key: (usize, c_int)) -> usize {
@@ -355,6 +370,24 @@ mod top_frame {
 
     pub fn usable() -> bool {
         USABLE.load(Ordering::Relaxed)
+    }
+
+    /// The current frame's instruction address, or 0 (no frame, or the layout was not
+    /// confirmed). While the frame's code object lives, the address names one instruction of
+    /// it, so it identifies a call site as `(code, offset)` does, in a few loads.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline(always)]
+    pub unsafe fn current_instr_ptr() -> usize {
+        // SAFETY: GIL held (caller); the current frame is live while we run.
+        unsafe {
+            let frame = current();
+            if frame.is_null() {
+                return 0;
+            }
+            instr_ptr(frame).unwrap_or(0)
+        }
     }
 
     /// The current interpreter frame, or null (none, or the layout was not confirmed).
@@ -616,7 +649,7 @@ unsafe fn cached_top_site() -> Option<u32> {
         if frame.is_null() {
             return None;
         }
-        for _ in 0..MAX_FRAMES {
+        for depth in 0..MAX_FRAMES {
             // The front first, by instruction address (no calls); then the map, by code and
             // position, whose answer the front keeps under the address. (An address inside a
             // code object the map holds a reference to: it names one code and position.)
@@ -651,6 +684,10 @@ unsafe fn cached_top_site() -> Option<u32> {
             }
             if let Some(id) = id {
                 if id != 0 {
+                    if let (0, Some(ip)) = (depth, ip) {
+                        // The calling frame itself: next time `ip_front_hit` answers.
+                        IP_FRONT.with(|f| f[ip_index(ip)] = (ip, id));
+                    }
                     return Some(id);
                 }
             }
@@ -661,6 +698,7 @@ unsafe fn cached_top_site() -> Option<u32> {
                 return Some(0);
             }
         }
+        id
     }
     None
 }
@@ -727,10 +765,55 @@ unsafe fn learn_skipped(
 ///
 /// # Safety
 /// The GIL must be held.
+#[inline]
 pub unsafe fn caller_site() -> u32 {
     if COMPILED_OUT {
         return 0;
     }
+    // SAFETY: GIL held (caller).
+    let hit = unsafe { ip_front_hit() };
+    if hit != 0 {
+        return hit;
+    }
+    // SAFETY: GIL held (caller).
+    unsafe { caller_site_slow() }
+}
+
+/// The site cached for the current instruction (3.13+): a few loads, kept out of the larger
+/// [`caller_site_slow`] so that a hit pays no register saves. 0 if not cached.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+#[inline(always)]
+unsafe fn ip_front_hit() -> u32 {
+    // SAFETY: GIL held (caller); the closure only reads the array.
+    unsafe {
+        let ip = top_frame::current_instr_ptr();
+        if ip == 0 {
+            return 0;
+        }
+        let e = IP_FRONT.with(|f| f[ip_index(ip)]);
+        if e.0 == ip {
+            e.1
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
+#[inline(always)]
+unsafe fn ip_front_hit() -> u32 {
+    0
+}
+
+/// [`caller_site`] past the instruction cache: the other caches, then the frame walk.
+///
+/// # Safety
+/// The GIL must be held.
+#[inline(never)]
+unsafe fn caller_site_slow() -> u32 {
     // SAFETY: GIL held (caller).
     if let Some(cached) = unsafe { cached_top_site() } {
         return cached;
@@ -795,9 +878,6 @@ pub fn refresh_hooks() {
     // A hit in the thread cache stands for "no hook on": the next release looks again.
     forget_self();
 }
-
-/// A "raise" watchdog is on: waits sleep in [`CANCEL_SLICE`]s to notice cancellation.
-static SLICED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The calling thread's packed registry slot (0: not registered yet). A `const`
@@ -945,20 +1025,25 @@ pub unsafe fn acquired(holder: &Holder, id: LockId) {
     // SAFETY: forwarded.
     unsafe { set_holder(holder) };
     if HELD.load(Ordering::Relaxed) {
-        // SAFETY: forwarded.
-        unsafe { push_held(id) };
+        // The holder word now names the calling thread: its packed slot, without a
+        // thread-local read (none if the thread could not be registered).
+        if let Some(me) = holder.holder_packed() {
+            // SAFETY: forwarded.
+            unsafe { push_held(me, id) };
+        }
     }
 }
 
-/// Diagnostic mode: adds a held lock with its acquire site.
+/// Diagnostic mode: adds a held lock with its acquire site to the held list of `me`, the
+/// calling thread's packed slot.
 ///
 /// # Safety
 /// The GIL must be held.
-#[cold]
-pub unsafe fn push_held(id: LockId) {
+#[inline]
+pub unsafe fn push_held(me: u32, id: LockId) {
     // SAFETY: forwarded.
     let site = unsafe { caller_site() };
-    diag::held_push(id, diag::SiteId::from_u32(site));
+    diag::held_push_own(me, id, diag::SiteId::from_u32(site));
 }
 
 /// Forgets a plain lock's holder (call just before releasing it).
@@ -1030,14 +1115,11 @@ pub fn forget(holder: &Holder, id: LockId) {
     }
 }
 
-#[cold]
+#[inline]
 fn remove_held(outcome: Released, id: LockId) {
     match outcome {
-        Released::ByAcquirer => {
-            if let Some(me) = diag::current_slot() {
-                diag::held_remove(me.packed(), id);
-            }
-        }
+        // The releaser acquired it: its own list, where only it adds entries.
+        Released::ByAcquirer => diag::held_pop_own(PACKED.with(Cell::get), id),
         Released::ByOther(acquirer) => diag::held_remove(acquirer, id),
         Released::Unknown => {}
     }
@@ -1052,7 +1134,7 @@ fn remove_held(outcome: Released, id: LockId) {
 pub unsafe fn rlock_acquired(id: LockId) {
     if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
-        unsafe { push_held(id) };
+        unsafe { push_held(my_packed(), id) };
     }
 }
 
@@ -1073,6 +1155,9 @@ pub struct WaitOn<'a> {
     pub what: WaitFor,
     pub site: u32,
     pub held_by: Option<HeldBy<'a>>,
+    /// The word the wait sleeps on (the lock's or the thread handle's), woken by a watchdog
+    /// that cancels the wait; `None` for a wait no cancel should reach.
+    pub wake: Option<&'a AtomicU32>,
 }
 
 /// How a recorded wait ended.
@@ -1094,27 +1179,17 @@ pub fn wait(
         return Waited::Done(block(deadline));
     }
     let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), deadline.is_some());
-    guard.armed(on.held_by, None, || {
-        if !SLICED.load(Ordering::Relaxed) {
-            return Waited::Done(block(deadline));
-        }
-        loop {
-            if guard.is_cancelled() {
-                return Waited::Cancelled;
-            }
-            let slice_end = Deadline::after(CANCEL_SLICE);
-            match block(Some(deadline.map_or(slice_end, |d| d.min(slice_end)))) {
-                Acquire::TimedOut if !deadline.is_some_and(|d| d.has_passed()) => {}
-                r => return Waited::Done(r),
-            }
-        }
+    // The lock sleeps in a `Cancellable` backend: a cancelled wait comes back `Interrupted`.
+    guard.armed(on.held_by, on.wake, || match block(deadline) {
+        Acquire::Interrupted if guard.is_cancelled() => Waited::Cancelled,
+        r => Waited::Done(r),
     })
 }
 
 /// [`wait`] that no watchdog can cancel, waiting as long as needed (`RLock._acquire_restore`).
 pub fn wait_uncancellable(on: WaitOn<'_>, block: &impl Fn(Option<Deadline>) -> Acquire) -> Acquire {
     let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), false);
-    guard.armed(on.held_by, None, || block(None))
+    guard.armed_uncancellable(on.held_by, || block(None))
 }
 
 /// The `DeadlockError` type (set by `rthread.debug`), and the last report of the watchdog.
@@ -1535,7 +1610,6 @@ pub fn after_fork_child() {
         r.helper = false;
         r.served = r.requested;
     }
-    SLICED.store(false, Ordering::Relaxed);
     HELPER_IDENT.store(0, Ordering::Relaxed);
 }
 
@@ -1685,7 +1759,6 @@ fn watchdog(seconds: Option<f64>, action: &str, fd: c_int) -> PyResult<()> {
     match seconds {
         None => {
             w.config = None;
-            SLICED.store(false, Ordering::Relaxed);
         }
         Some(s) => {
             if !(s.is_finite() && s > 0.0) {
@@ -1698,7 +1771,6 @@ fn watchdog(seconds: Option<f64>, action: &str, fd: c_int) -> PyResult<()> {
                 action,
                 fd,
             });
-            SLICED.store(action == Action::Raise, Ordering::Relaxed);
             if !w.running {
                 std::thread::Builder::new()
                     .name("rthread-watchdog".into())

@@ -16,7 +16,13 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use rthread_core::{thread, Acquire, Deadline, Event};
+use rthread_core::diag::Cancellable;
+use rthread_core::wait::DefaultWait;
+use rthread_core::{thread, Acquire, Deadline, RawEvent};
+
+/// The "thread done" event: joins sleep in a `Cancellable` backend, so a "raise" watchdog can
+/// end a join that is part of a deadlock.
+type Event = RawEvent<Cancellable<DefaultWait>>;
 
 const NOT_STARTED: u8 = 0; // created by _ThreadHandle(), not started yet
 const STARTING: u8 = 1; // start_joinable_thread is creating the OS thread
@@ -123,6 +129,11 @@ impl Handle {
 
     fn remove_from_shutdown(&self) {
         list(&SHUTDOWN).retain(|other| !std::ptr::eq(Arc::as_ptr(other), self));
+    }
+
+    /// The word joiners sleep on (for the wait record: a cancelled join is woken through it).
+    pub fn wake_word(&self) -> &std::sync::atomic::AtomicU32 {
+        self.done.wake_word()
     }
 
     /// Waits for the end of the thread, as `Lock.acquire` waits for a lock.
@@ -320,6 +331,7 @@ mod py {
                 what: rthread_core::diag::WaitFor::JoinIdent(handle.ident()),
                 site: 0,
                 held_by: None,
+                wake: Some(handle.wake_word()),
             };
             match acquire::acquire_with(wait, || on, || handle.is_done(), |d| handle.wait_until(d))
             {

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
 use rthread_core::diag::profile::Counted;
-use rthread_core::diag::{HeldBy, Holder, LockId, WaitFor};
+use rthread_core::diag::{Cancellable, HeldBy, Holder, LockId, WaitFor};
 use rthread_core::wait::DefaultWait;
 
 /// The lock inside the object: the core lock, counting its sleeps for the contention totals
-/// (only its sleeping path differs from `rthread_core::Lock`).
-pub type Lock = rthread_core::RawLock<Counted<DefaultWait>>;
+/// and ending a sleep that a watchdog cancelled (only its sleeping path differs from
+/// `rthread_core::Lock`).
+pub type Lock = rthread_core::RawLock<Cancellable<Counted<DefaultWait>>>;
 
 use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
@@ -219,6 +220,7 @@ unsafe fn acquire_outcome(this: &LockObject, id: LockId, wait: acquire::Wait) ->
                 what: WaitFor::Lock(id),
                 site: this.site,
                 held_by: Some(HeldBy::Holder(&this.holder)),
+                wake: Some(lock.wake_word()),
             },
             || lock.try_acquire(),
             |deadline| lock.acquire_until_with(deadline, gil::spin()),

@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use pyo3::ffi::{self, PyObject, PyTypeObject, Py_ssize_t};
 use pyo3::prelude::*;
 use rthread_core::diag::profile::Counted;
-use rthread_core::diag::{HeldBy, LockId, WaitFor};
+use rthread_core::diag::{Cancellable, HeldBy, LockId, WaitFor};
 use rthread_core::wait::DefaultWait;
 use rthread_core::{thread, Acquire, RawRLock};
 
 /// The RLock inside the object: the core RLock, counting its sleeps for the contention
-/// totals (only its sleeping path differs from `rthread_core::RLock`).
-type RLock = RawRLock<Counted<DefaultWait>>;
+/// totals and ending a sleep that a watchdog cancelled (only its sleeping path differs from
+/// `rthread_core::RLock`).
+type RLock = RawRLock<Cancellable<Counted<DefaultWait>>>;
 
 use crate::acquire;
 use crate::capi::{self, MethodDef, Static};
@@ -233,6 +234,7 @@ unsafe fn acquire_wait_slow(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyO
                 what: WaitFor::RLock(id),
                 site: (*slf.cast::<RLockObject>()).site,
                 held_by: Some(HeldBy::Ident(rlock.owner_word())),
+                wake: Some(rlock.wake_word()),
             },
             || {
                 if stuck {
@@ -478,6 +480,7 @@ unsafe extern "C-unwind" fn acquire_restore(
                 what: WaitFor::RLock(LockId(slf as u64)),
                 site: (*slf.cast::<RLockObject>()).site,
                 held_by: Some(HeldBy::Ident(rlock.owner_word())),
+                wake: None,
             };
             let tstate = gil::save();
             // Not cancellable: `Condition.wait` must come back holding the lock.

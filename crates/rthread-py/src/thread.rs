@@ -570,6 +570,7 @@ pub unsafe extern "C-unwind" fn shutdown(_: *mut PyObject, _: *mut PyObject) -> 
                 what: rthread_core::diag::WaitFor::JoinIdent((*raw).ident()),
                 site: 0,
                 held_by: None,
+                wake: Some((*raw).wake_word()),
             };
             let outcome = acquire_with(
                 Wait::Forever,

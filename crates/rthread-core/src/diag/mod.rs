@@ -62,6 +62,8 @@
 //!   records hold a `u32`.
 //! - **Held lists** (diagnostic mode, [`set_track_held`]): up to [`HELD_MAX`] locks per thread
 //!   with acquire site and time. Off by default: they cost the acquire path a few stores.
+//!   The time is a ticker thread's coarse reading ([`HELD_CLOCK_TICK`]), not a clock read per
+//!   acquire, so an age reads up to about 15 ms long.
 //!
 //! # The wait-for graph
 //!
@@ -128,11 +130,9 @@
 //!
 //! # Integration note (Python binding)
 //!
-//! The binding (`crates/rthread-py/src/debug.rs`) follows this plan, with two differences: the
+//! The binding (`crates/rthread-py/src/debug.rs`) follows this plan, with one difference: the
 //! holder is set from a cached packed slot ([`Holder::set_packed`], [`Holder::release_packed`]:
-//! a `const` thread-local is cheaper than the registry's), and cancellation uses the sliced
-//! sleep of [`TrackedLock`] (only while a "raise" watchdog is on) rather than a hook in the core
-//! lock's sleep loop. The plan:
+//! a `const` thread-local is cheaper than the registry's). The plan:
 //!
 //! - **Lock struct**: add a [`Holder`] (4 bytes) to the binding's lock and `RLock` objects (or,
 //!   for `RLock`, point [`HeldBy::Ident`] at its existing owner-ident word: zero extra bytes, the
@@ -150,18 +150,22 @@
 //!   joined thread's slot or ident), then run the sleeping loop inside
 //!   [`WaitGuard::armed`]`(Some(HeldBy::Holder(&holder)), Some(&lock_word), ...)`. Drop the guard
 //!   before running Python signal handlers (a handler that waits would replace the record).
-//! - **Cancellation ("raise")**: the core lock's sleep loop needs one hook: after every
-//!   `Woken` from [`crate::wait::Wait::wait`], call a `should_abandon()` (here
-//!   [`WaitGuard::is_cancelled`]) and, if true, return a new `Acquire::Cancelled` without taking
-//!   the lock (lock state stays consistent: at worst the lock stays `CONTENDED` and the next
-//!   release makes one spurious wake-up). The watchdog picks [`Cycle::victim`] of a *certain*
-//!   cycle (ideally seen in two snapshots), calls [`cancel_wait`], which marks the wait and
-//!   wakes every sleeper of the armed word; the binding maps `Cancelled` to a `DeadlockError`
-//!   raised from `acquire()`. A wake-up can race with the waiter going back to sleep, so the
-//!   watchdog repeats [`cancel_wait`] while the same wait is still there. Until that hook
-//!   exists, [`TrackedLock`] shows the other way: sleep in [`CANCEL_SLICE`]s.
+//! - **Cancellation ("raise")**: the lock sleeps in a [`Cancellable`] backend (wrapping the
+//!   platform's), and the blocked acquire runs inside [`WaitGuard::armed`] with the lock's
+//!   [`wake_word`](crate::RawLock::wake_word). The watchdog picks [`Cycle::victim`] of a
+//!   *certain* cycle (ideally seen in two snapshots) and calls [`cancel_wait`], which marks
+//!   the wait and wakes every sleeper of the armed word. The victim's sleep then returns
+//!   `Interrupted`, so the lock's sleep loop leaves as it does for a signal (without the lock,
+//!   out of the starving count, or with a lock that was just handed off to it: then the
+//!   acquire simply succeeded); the binding sees [`WaitGuard::is_cancelled`] and raises
+//!   `DeadlockError` from `acquire()`. No uncontended path changes, and a wait that began
+//!   long before the watchdog existed is reached the same way. A wake-up can race with the
+//!   waiter going back to sleep, so the watchdog repeats [`cancel_wait`] while the same wait
+//!   is still there. A wait that must end holding its lock (`Condition.wait` retaking it)
+//!   uses [`WaitGuard::armed_uncancellable`].
 //! - **Fork**: call [`after_fork_child`] in the child (with the other at-fork handlers).
 
+mod clock;
 mod graph;
 pub mod lockdep;
 pub mod profile;
@@ -170,12 +174,14 @@ mod sites;
 mod text;
 mod tracked;
 
+pub use clock::TICK as HELD_CLOCK_TICK;
 pub use graph::{snapshot, Certainty, Cycle, Edge, HeldLock, Snapshot, ThreadInfo, WaitInfo};
 pub use registry::{
-    after_fork_child, cancel_wait, current_slot, held_push, held_remove, on_thread_end,
-    register_current_thread, register_current_thread_named, set_current_thread_name,
-    set_track_held, track_held, unregister_current_thread, Cancel, HeldBy, Holder, LockId,
-    LockKind, Released, ThreadSlot, WaitFor, WaitGuard, WaitToken, HELD_MAX, MAX_THREADS,
+    after_fork_child, cancel_wait, current_slot, held_pop_own, held_push, held_push_own,
+    held_remove, on_thread_end, register_current_thread, register_current_thread_named,
+    set_current_thread_name, set_track_held, track_held, unregister_current_thread, Cancel,
+    Cancellable, HeldBy, Holder, LockId, LockKind, Released, ThreadSlot, WaitFor, WaitGuard,
+    WaitToken, HELD_MAX, MAX_THREADS,
 };
 pub use sites::{intern_caller, intern_location, intern_site, site, Site, SiteId};
-pub use tracked::{Cancelled, TrackedLock, TrackedRLock, CANCEL_SLICE};
+pub use tracked::{Cancelled, TrackedLock, TrackedRLock};

@@ -16,11 +16,12 @@ use core::ptr;
 use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::cell::Cell;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, TryLockError};
+use std::time::Duration;
 
 use super::sites::SiteId;
 use crate::deadline::Deadline;
 use crate::thread;
-use crate::wait::{Fallback, Wait};
+use crate::wait::{Fallback, Wait, WaitResult};
 
 /// Slots per lazily allocated chunk.
 const CHUNK: usize = 256;
@@ -726,10 +727,14 @@ pub fn after_fork_child() {
 /// Whether the held-locks lists are kept (diagnostic mode; off by default).
 static TRACK_HELD: AtomicU32 = AtomicU32::new(0);
 
-/// Turns the diagnostic held-locks lists on or off. Costs each tracked acquire a clock read and
-/// a few stores while on.
+/// Turns the diagnostic held-locks lists on or off. Costs each tracked acquire a few loads and
+/// stores while on; their acquire times come from a ticker thread that runs while the lists
+/// are kept (see `diag/clock.rs`: ages read up to about 15 ms long).
 pub fn set_track_held(on: bool) {
     TRACK_HELD.store(u32::from(on), Ordering::Relaxed);
+    if on {
+        super::clock::start();
+    }
 }
 
 /// Whether the held-locks lists are kept.
@@ -738,49 +743,66 @@ pub fn track_held() -> bool {
     TRACK_HELD.load(Ordering::Relaxed) != 0
 }
 
-/// The monotonic clock at tick resolution (a few ms), for the held lists' acquire times: on
-/// Linux `CLOCK_MONOTONIC_COARSE` (same origin as `CLOCK_MONOTONIC`, never ahead of it) is a
-/// fraction of the cost of the precise clock, and a report's ages need no more.
-#[inline]
-fn coarse_now_ns() -> u64 {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable `timespec` for the whole call.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
-            return u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000
-                + u64::try_from(ts.tv_nsec).unwrap_or(0);
-        }
-    }
-    Deadline::now().as_nanos()
-}
-
 /// Adds `lock` to the calling thread's held list (diagnostic mode). Returns false if the list
 /// is full or the thread is not registered; the lock is then simply not listed.
 pub fn held_push(lock: LockId, site: Option<SiteId>) -> bool {
-    let Some(slot) = current_slot_or_register().and_then(live_slot) else {
+    current_slot_or_register().is_some_and(|me| held_push_own(me.packed(), lock, site))
+}
+
+/// The calling thread's own slot from its packed form ([`ThreadSlot::packed`], or a
+/// [`Holder`] word it just wrote), if that registration is live.
+#[inline]
+fn own_slot(packed: u32) -> Option<&'static Slot> {
+    let index = (packed & INDEX_MASK).wrapping_sub(1);
+    let slot = slot_at(index)?;
+    // Relaxed: the calling thread registered this slot itself.
+    let gen = slot.gen.load(Ordering::Relaxed);
+    let me = ThreadSlot {
+        index,
+        generation: gen,
+    };
+    (gen % 2 == 1 && me.matches_packed(packed)).then_some(slot)
+}
+
+/// [`held_push`] for a caller that knows its own packed slot (the binding keeps it in a
+/// thread-local, or reads it back from the [`Holder`] it just set): no registry look-up.
+///
+/// `packed` must be the *calling* thread's: only a slot's owner adds entries, which is why
+/// this needs plain stores and no compare-exchange (another thread only ever clears an entry
+/// that holds its lock, never a free one). Returns false if `packed` is not a live
+/// registration or the list is full.
+#[inline]
+pub fn held_push_own(packed: u32, lock: LockId, site: Option<SiteId>) -> bool {
+    let Some(slot) = own_slot(packed) else {
         return false;
     };
-    let now = coarse_now_ns();
+    let now = super::clock::stamp_ns();
     for e in &slot.held {
         if e.lock.load(Ordering::Relaxed) == 0 {
             e.site
                 .store(site.map_or(0, SiteId::as_u32), Ordering::Relaxed);
             e.since.store(now, Ordering::Relaxed);
-            // Only the owner claims entries, so this cannot lose to another claim; it can
-            // only fail if a foreign releaser touched it, which it does not for free ones.
-            if e.lock
-                .compare_exchange(0, lock.0, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-            {
-                return true;
-            }
+            // Release: a snapshot that sees the lock (Acquire) sees its site and time.
+            e.lock.store(lock.0, Ordering::Release);
+            return true;
         }
     }
     false
+}
+
+/// Removes `lock` from the calling thread's own held list (`packed`: the caller's, as for
+/// [`held_push_own`]), when the caller is the thread that acquired it. A plain store: another
+/// thread may clear the same entry at the same time (two releases of one lock race, and one of
+/// them fails), and both only ever write 0.
+#[inline]
+pub fn held_pop_own(packed: u32, lock: LockId) {
+    let Some(slot) = own_slot(packed) else { return };
+    for e in &slot.held {
+        if e.lock.load(Ordering::Relaxed) == lock.0 {
+            e.lock.store(0, Ordering::Relaxed);
+            return;
+        }
+    }
 }
 
 /// Removes `lock` from the held list of the thread whose packed slot is `holder` (the
@@ -885,10 +907,33 @@ impl WaitGuard {
     /// threads: before `f`'s scope ends (normally or by unwinding), the pointers are withdrawn,
     /// waiting out a reader that is using them (a few instructions, or one wake system call).
     /// Nested calls run `f` without arming again.
+    ///
+    /// While `f` runs, a [`Cancellable`] backend sleeping in this thread returns
+    /// [`WaitResult::Interrupted`](crate::wait::WaitResult) once this wait is cancelled, so
+    /// the crate's sleep loops leave (without the lock, its state consistent) as they do for a
+    /// signal, and the caller sees [`WaitGuard::is_cancelled`]. A wait that must not be
+    /// abandoned uses [`WaitGuard::armed_uncancellable`].
     pub fn armed<R>(
         &self,
         held_by: Option<HeldBy<'_>>,
         wake_word: Option<&AtomicU32>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        self.arm(held_by, wake_word, true, f)
+    }
+
+    /// [`WaitGuard::armed`] for a wait that must end holding the lock (a condition variable
+    /// taking its lock back): snapshots see the holder word, but a [`Cancellable`] backend
+    /// ignores cancellation of this wait and nothing wakes it for one.
+    pub fn armed_uncancellable<R>(&self, held_by: Option<HeldBy<'_>>, f: impl FnOnce() -> R) -> R {
+        self.arm(held_by, None, false, f)
+    }
+
+    fn arm<R>(
+        &self,
+        held_by: Option<HeldBy<'_>>,
+        wake_word: Option<&AtomicU32>,
+        cancellable: bool,
         f: impl FnOnce() -> R,
     ) -> R {
         let Some((_, s)) = self.slot else {
@@ -913,11 +958,18 @@ impl WaitGuard {
         // Publishes the pointers to readers, who take the pin with `Acquire`.
         s.pin.store(PIN_ARMED, Ordering::Release);
 
+        // What a `Cancellable` backend checks; set after arming, so a cancel that finds the
+        // wake word can also be seen by the sleeper.
+        if cancellable {
+            let _ = ARMED_CANCEL.try_with(|a| a.set(Some((s, self.token.0))));
+        }
+
         /// Disarms on every way out of `f`, unwinding included. Private, so it cannot be
         /// leaked by the caller.
         struct Disarm(&'static Slot);
         impl Drop for Disarm {
             fn drop(&mut self) {
+                let _ = ARMED_CANCEL.try_with(|a| a.set(None));
                 self.0.disarm();
             }
         }
@@ -941,6 +993,78 @@ impl Drop for WaitGuard {
     }
 }
 
+thread_local! {
+    /// The calling thread's armed, cancellable wait: its slot and token (see
+    /// [`WaitGuard::armed`]). Read by [`Cancellable`] only when it is about to sleep or has
+    /// been woken, never on a fast path.
+    static ARMED_CANCEL: Cell<Option<(&'static Slot, u64)>> = const { Cell::new(None) };
+}
+
+/// Whether the calling thread's armed wait has been cancelled ([`cancel_wait`]).
+#[inline]
+fn armed_wait_cancelled() -> bool {
+    ARMED_CANCEL
+        .try_with(|a| {
+            // Acquire: pairs with the watchdog's Release store in `cancel_wait`.
+            a.get()
+                .is_some_and(|(s, token)| s.cancel.load(Ordering::Acquire) == token)
+        })
+        .unwrap_or(false)
+}
+
+/// A [`Wait`] backend that makes a cancelled wait end: it waits in `W`, but returns
+/// [`WaitResult::Interrupted`] instead of sleeping, or instead of `Woken`, once the calling
+/// thread's armed wait ([`WaitGuard::armed`]) has been cancelled by [`cancel_wait`].
+///
+/// This is the hook that lets a watchdog break a deadlock whose waiters were already asleep:
+/// [`cancel_wait`] marks the wait and wakes the armed wake word (the lock's own word), the
+/// waiter's sleep returns, and the lock's (or event's) sleep loop leaves exactly as it leaves
+/// for a signal: without the lock, taking itself out of the lock's count of starving
+/// waiters, or taking a lock that was handed off to it (then the acquire succeeded after
+/// all). Other sleepers of the same word wake spuriously, look at the lock, and sleep again.
+/// The caller tells a cancellation from a signal with [`WaitGuard::is_cancelled`].
+///
+/// A wake-up that the cancelled sleeper received is passed on to another sleeper of the word
+/// (it may have been a release's only wake-up).
+///
+/// The check is a thread-local read and one load, done only around a sleep: the uncontended
+/// paths of a lock with this backend are the same instructions as with `W`. A cancel that
+/// lands between the check and the sleep is not seen by that sleep; [`cancel_wait`] is
+/// meant to be repeated while the same wait is still there (the watchdog does so every
+/// interval).
+pub struct Cancellable<W: Wait>(PhantomData<fn() -> W>);
+
+impl<W: Wait> Wait for Cancellable<W> {
+    #[inline]
+    fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitResult {
+        if armed_wait_cancelled() {
+            return WaitResult::Interrupted;
+        }
+        match W::wait(word, expected, deadline) {
+            WaitResult::Woken if armed_wait_cancelled() => {
+                // The wake-up may have been a release's `wake_one`, meant for whichever
+                // sleeper it reached: this one leaves without the lock, so pass it on, or
+                // another sleeper could stay asleep on a free lock. (A signal never takes a
+                // wake-up: `futex` returns `EINTR` only when it was not woken.) A spurious
+                // wake-up costs the others a look at the lock.
+                W::wake_one(word);
+                WaitResult::Interrupted
+            }
+            r => r,
+        }
+    }
+
+    #[inline]
+    fn wake_one(word: &AtomicU32) {
+        W::wake_one(word);
+    }
+
+    #[inline]
+    fn wake_all(word: &AtomicU32) {
+        W::wake_all(word);
+    }
+}
+
 /// What [`cancel_wait`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cancel {
@@ -951,13 +1075,20 @@ pub enum Cancel {
     WaitEnded,
 }
 
+/// How many times [`cancel_wait`] wakes a cancelled waiter that is still in its wait, and
+/// how long it lets the waiter run between two wake-ups.
+const CANCEL_WAKES: u32 = 16;
+const CANCEL_REWAKE_PAUSE: Duration = Duration::from_micros(250);
+
 /// Asks `thread` to abandon the wait `token` (from a snapshot) and wakes it: its wait loop
-/// sees [`WaitGuard::is_cancelled`] and returns without the lock.
+/// (sleeping in a [`Cancellable`] backend) sees [`WaitGuard::is_cancelled`] and returns
+/// without the lock.
 ///
-/// The wake-up can race with the waiter going back to sleep (the watchdog does not change the
-/// lock word), so a watchdog that still sees the same wait later calls this again; waiters that
-/// sleep in bounded slices (like [`super::TrackedLock`]) notice within one slice regardless.
-/// Other waiters on the same word wake spuriously and go back to sleep.
+/// The wake-up can race with the waiter going to sleep (the watchdog does not change the lock
+/// word, so a wake that lands between the waiter's last look at its cancel flag and its sleep
+/// is lost). So this call wakes the armed word again, a quarter of a millisecond apart, while
+/// the same wait is still there, up to about 4 ms; a watchdog that still sees the wait later
+/// calls this again. Other sleepers of the same word wake spuriously and go back to sleep.
 pub fn cancel_wait(thread: ThreadSlot, token: WaitToken) -> Cancel {
     let Some(s) = live_slot(thread) else {
         return Cancel::WaitEnded;
@@ -968,12 +1099,22 @@ pub fn cancel_wait(thread: ThreadSlot, token: WaitToken) -> Cancel {
     // Release: pairs with the waiter's Acquire in `is_cancelled`. If the wait ended just now,
     // the token matches no later wait (tokens only grow), so this is harmless.
     s.cancel.store(token.0, Ordering::Release);
-    with_pinned(s, token, |p| {
-        if let Some(word) = p.wake_word {
-            crate::wait::DefaultWait::wake_all(word);
-            Fallback::wake_all(word);
+    for round in 0..CANCEL_WAKES {
+        if round > 0 {
+            std::thread::sleep(CANCEL_REWAKE_PAUSE);
         }
-    });
+        if s.gen.load(Ordering::Acquire) != thread.generation
+            || s.seq.load(Ordering::Acquire) != token.0
+        {
+            break; // the wait is over
+        }
+        with_pinned(s, token, |p| {
+            if let Some(word) = p.wake_word {
+                crate::wait::DefaultWait::wake_all(word);
+                Fallback::wake_all(word);
+            }
+        });
+    }
     Cancel::Requested
 }
 

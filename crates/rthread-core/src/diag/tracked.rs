@@ -3,26 +3,22 @@
 //!
 //! They also show, in a few lines each, what the Python binding's integration has to do: set
 //! the holder after acquiring, clear it before releasing, and wrap the sleeping part of a
-//! contended acquire in a [`WaitGuard`] armed with the holder word.
+//! contended acquire in a [`WaitGuard`] armed with the holder word and the lock's wake word,
+//! the lock sleeping in a [`Cancellable`] backend so that a watchdog can end the wait.
 
 use core::fmt;
+use core::sync::atomic::AtomicU32;
 use std::panic::Location;
-use std::time::Duration;
 
-use super::registry::{self, current_slot, HeldBy, Holder, LockId, Released, WaitFor, WaitGuard};
+use super::registry::{
+    self, current_slot, Cancellable, HeldBy, Holder, LockId, Released, WaitFor, WaitGuard,
+};
 use super::sites::{intern_location, SiteId};
 use crate::deadline::Deadline;
-use crate::lock::{Acquire, Lock, NotLocked};
-use crate::rlock::{NotOwner, RLock};
+use crate::lock::{Acquire, NotLocked, RawLock};
+use crate::rlock::{NotOwner, RawRLock};
 use crate::thread::current_ident;
-
-/// How long a tracked waiter sleeps before it looks at its cancel flag again.
-///
-/// The tracked locks wrap [`Lock`] and [`RLock`] as they are, whose sleep loops cannot be
-/// told to stop early, so a waiter sleeps in slices of this length: a cancelled wait ends at
-/// most one slice later. (An integrated lock checks the flag after each wake-up instead, and
-/// [`super::cancel_wait`] wakes it at once.)
-pub const CANCEL_SLICE: Duration = Duration::from_millis(20);
+use crate::wait::DefaultWait;
 
 /// The error of an acquire that a watchdog abandoned to break a deadlock
 /// ([`super::cancel_wait`]). The lock was not taken.
@@ -37,31 +33,30 @@ impl fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
-/// Sleeps in [`CANCEL_SLICE`]s until `attempt` stops timing out, the deadline passes, or the
-/// wait is cancelled.
-fn sliced_wait(
+/// The tracked locks' backend: sleeps end when the wait is cancelled ([`Cancellable`]).
+type Backend = Cancellable<DefaultWait>;
+
+/// Runs a blocked acquire (`attempt`, which sleeps in [`Backend`]) as the armed wait of
+/// `guard`: `Err(Cancelled)` if a watchdog cancelled it. [`super::cancel_wait`] wakes the
+/// sleeper through `wake_word`, so a wait that began before any watchdog existed ends too.
+fn cancellable_wait(
     guard: &WaitGuard,
-    deadline: Option<Deadline>,
-    mut attempt: impl FnMut(Deadline) -> Acquire,
+    held_by: HeldBy<'_>,
+    wake_word: &AtomicU32,
+    attempt: impl FnOnce() -> Acquire,
 ) -> Result<Acquire, Cancelled> {
-    loop {
-        if guard.is_cancelled() {
-            return Err(Cancelled);
-        }
-        let slice_end = Deadline::after(CANCEL_SLICE);
-        match attempt(deadline.map_or(slice_end, |d| d.min(slice_end))) {
-            Acquire::TimedOut if !deadline.is_some_and(|d| d.has_passed()) => {}
-            r => return Ok(r),
-        }
-    }
+    guard.armed(Some(held_by), Some(wake_word), || match attempt() {
+        Acquire::Interrupted if guard.is_cancelled() => Err(Cancelled),
+        r => Ok(r),
+    })
 }
 
-/// A [`Lock`] that records its holder and its waiters for [`super::snapshot`].
+/// A [`Lock`](crate::Lock) that records its holder and its waiters for [`super::snapshot`].
 ///
-/// Like [`Lock`], any thread may release it; a release by another thread than the acquirer
+/// Like [`Lock`](crate::Lock), any thread may release it; a release by another thread than the acquirer
 /// marks it a signal ([`super::LockKind::Signal`]), whose waits never make a certain cycle.
 pub struct TrackedLock {
-    lock: Lock,
+    lock: RawLock<Backend>,
     holder: Holder,
     id: LockId,
     site: SiteId,
@@ -79,7 +74,7 @@ impl TrackedLock {
     #[must_use]
     pub fn with_site(site: SiteId) -> Self {
         TrackedLock {
-            lock: Lock::new(),
+            lock: RawLock::new(),
             holder: Holder::new(),
             id: LockId::next(),
             site,
@@ -123,7 +118,7 @@ impl TrackedLock {
 
     /// Takes the lock, blocking until `deadline` (`None` = no limit). A blocked acquire is
     /// recorded as a wait; `Err(Cancelled)` if a watchdog chose it to break a deadlock.
-    /// `Ok(Acquire::Interrupted)` as for [`Lock::acquire_until`].
+    /// `Ok(Acquire::Interrupted)` as for [`RawLock::acquire_until`].
     ///
     /// # Errors
     ///
@@ -145,11 +140,12 @@ impl TrackedLock {
         caller: &'static Location<'static>,
     ) -> Result<Acquire, Cancelled> {
         let guard = WaitGuard::begin(WaitFor::Lock(self.id), Some(self.site), deadline.is_some());
-        let r = guard.armed(Some(HeldBy::Holder(&self.holder)), None, || {
-            sliced_wait(&guard, deadline, |until| {
-                self.lock.acquire_until(Some(until))
-            })
-        });
+        let r = cancellable_wait(
+            &guard,
+            HeldBy::Holder(&self.holder),
+            self.lock.wake_word(),
+            || self.lock.acquire_until(deadline),
+        );
         drop(guard);
         if r == Ok(Acquire::Acquired) {
             acquired(&self.holder, self.id, caller);
@@ -215,10 +211,10 @@ fn acquired(holder: &Holder, id: LockId, caller: &'static Location<'static>) {
     }
 }
 
-/// An [`RLock`] that records its owner and its waiters for [`super::snapshot`]. Its waits are
+/// An [`RLock`](crate::RLock) that records its owner and its waiters for [`super::snapshot`]. Its waits are
 /// always owned-lock edges ([`super::LockKind::Reentrant`]).
 pub struct TrackedRLock {
-    rlock: RLock,
+    rlock: RawRLock<Backend>,
     holder: Holder,
     id: LockId,
     site: SiteId,
@@ -230,7 +226,7 @@ impl TrackedRLock {
     #[must_use]
     pub fn new() -> Self {
         TrackedRLock {
-            rlock: RLock::new(),
+            rlock: RawRLock::new(),
             holder: Holder::new(),
             id: LockId::next(),
             site: intern_location(Location::caller()),
@@ -259,11 +255,12 @@ impl TrackedRLock {
             return Ok(Acquire::Acquired);
         }
         let guard = WaitGuard::begin(WaitFor::RLock(self.id), Some(self.site), deadline.is_some());
-        let r = guard.armed(Some(HeldBy::Holder(&self.holder)), None, || {
-            sliced_wait(&guard, deadline, |until| {
-                self.rlock.acquire_until(me, Some(until))
-            })
-        });
+        let r = cancellable_wait(
+            &guard,
+            HeldBy::Holder(&self.holder),
+            self.rlock.wake_word(),
+            || self.rlock.acquire_until(me, deadline),
+        );
         drop(guard);
         if r == Ok(Acquire::Acquired) {
             acquired(&self.holder, self.id, caller);
