@@ -622,7 +622,7 @@ fn fast_frames() -> bool {
 /// # Safety
 /// The GIL must be held.
 pub unsafe fn init_frames() {
-    diag::on_thread_end(forget_self);
+    diag::on_thread_end(forget_thread);
     #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
     // SAFETY: forwarded.
     unsafe {
@@ -698,7 +698,6 @@ unsafe fn cached_top_site() -> Option<u32> {
                 return Some(0);
             }
         }
-        id
     }
     None
 }
@@ -910,6 +909,12 @@ fn register_packed() -> u32 {
 static SELF_KEY: AtomicUsize = AtomicUsize::new(0);
 static SELF_PACKED: AtomicU32 = AtomicU32::new(0);
 
+/// The same for [`my_packed_gil`] whatever the hooks: filled on every miss, so that diagnostic
+/// mode's slow paths do not read the thread-local either. Cleared with [`SELF_KEY`] as threads
+/// end.
+static ANY_KEY: AtomicUsize = AtomicUsize::new(0);
+static ANY_PACKED: AtomicU32 = AtomicU32::new(0);
+
 /// The calling thread's thread pointer: the word at `%fs:0`, which the x86-64 ELF TLS ABI
 /// makes the thread control block's pointer to itself (what `pthread_self()` returns). One
 /// load, where a `thread_local!` in a shared library costs a `__tls_get_addr` call.
@@ -960,11 +965,15 @@ pub unsafe fn cached_self() -> Option<u32> {
 #[inline(always)]
 unsafe fn my_packed_gil() -> u32 {
     // SAFETY: forwarded.
-    match unsafe { cached_self() } {
-        Some(packed) => packed,
-        // SAFETY: forwarded.
-        None => unsafe { refresh_self() },
+    if let Some(packed) = unsafe { cached_self() } {
+        return packed;
     }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if !COMPILED_OUT && ANY_KEY.load(Ordering::Relaxed) == thread_pointer() {
+        return ANY_PACKED.load(Ordering::Relaxed);
+    }
+    // SAFETY: forwarded.
+    unsafe { refresh_self() }
 }
 
 /// [`my_packed_gil`]'s miss.
@@ -976,12 +985,16 @@ unsafe fn my_packed_gil() -> u32 {
 unsafe fn refresh_self() -> u32 {
     let packed = my_packed();
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if packed != 0 && !hooked() {
+    if packed != 0 {
         // The GIL orders these against every reader (they all hold it); a thread ending now
-        // clears the key only for its own, other, thread pointer. (A thread pointer is never
+        // clears the keys only for its own, other, thread pointer. (A thread pointer is never
         // 0, the empty key.)
-        SELF_PACKED.store(packed, Ordering::Relaxed);
-        SELF_KEY.store(thread_pointer(), Ordering::Relaxed);
+        ANY_PACKED.store(packed, Ordering::Relaxed);
+        ANY_KEY.store(thread_pointer(), Ordering::Relaxed);
+        if !hooked() {
+            SELF_PACKED.store(packed, Ordering::Relaxed);
+            SELF_KEY.store(thread_pointer(), Ordering::Relaxed);
+        }
     }
     packed
 }
@@ -989,6 +1002,12 @@ unsafe fn refresh_self() -> u32 {
 /// Empties the cache of [`cached_self`] (a registered thread ended, or hooks changed).
 fn forget_self() {
     SELF_KEY.store(0, Ordering::Relaxed);
+}
+
+/// [`forget_self`] for both caches: a registered thread ended.
+fn forget_thread() {
+    SELF_KEY.store(0, Ordering::Relaxed);
+    ANY_KEY.store(0, Ordering::Relaxed);
 }
 
 /// Records `me`, what [`cached_self`] returned, as a plain lock's holder (call right after
@@ -1075,9 +1094,10 @@ pub unsafe fn releasing(holder: &Holder, id: LockId) {
 unsafe fn releasing_slow(holder: &Holder, id: LockId) {
     // SAFETY: forwarded. (An unregistered thread gets registered here; either way it is not
     // the holder.)
-    let outcome = holder.release_packed(unsafe { my_packed_gil() });
+    let me = unsafe { my_packed_gil() };
+    let outcome = holder.release_packed(me);
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        released_hooked(outcome, id);
+        released_hooked(outcome, me, id);
     }
 }
 
@@ -1087,16 +1107,17 @@ pub fn releasing_without_gil(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
         return;
     }
-    let outcome = holder.release_packed(PACKED.with(Cell::get));
+    let me = PACKED.with(Cell::get);
+    let outcome = holder.release_packed(me);
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        released_hooked(outcome, id);
+        released_hooked(outcome, me, id);
     }
 }
 
 #[cold]
-fn released_hooked(outcome: Released, id: LockId) {
+fn released_hooked(outcome: Released, me: u32, id: LockId) {
     if HELD.load(Ordering::Relaxed) {
-        remove_held(outcome, id);
+        remove_held(outcome, me, id);
     }
     crate::lockdep::released(outcome, id);
 }
@@ -1116,10 +1137,10 @@ pub fn forget(holder: &Holder, id: LockId) {
 }
 
 #[inline]
-fn remove_held(outcome: Released, id: LockId) {
+fn remove_held(outcome: Released, me: u32, id: LockId) {
     match outcome {
-        // The releaser acquired it: its own list, where only it adds entries.
-        Released::ByAcquirer => diag::held_pop_own(PACKED.with(Cell::get), id),
+        // The releaser (`me`) acquired it: its own list, where only it adds entries.
+        Released::ByAcquirer => diag::held_pop_own(me, id),
         Released::ByOther(acquirer) => diag::held_remove(acquirer, id),
         Released::Unknown => {}
     }
@@ -1134,16 +1155,20 @@ fn remove_held(outcome: Released, id: LockId) {
 pub unsafe fn rlock_acquired(id: LockId) {
     if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
-        unsafe { push_held(my_packed(), id) };
+        unsafe { push_held(my_packed_gil(), id) };
     }
 }
 
 /// An `RLock`'s last release by its owner.
+///
+/// # Safety
+/// The GIL must be held.
 #[inline(always)]
-pub fn rlock_released(id: LockId) {
+pub unsafe fn rlock_released(id: LockId) {
     if DIAGNOSTIC.load(Ordering::Relaxed) {
         if HELD.load(Ordering::Relaxed) {
-            remove_held(Released::ByAcquirer, id);
+            // SAFETY: forwarded.
+            remove_held(Released::ByAcquirer, unsafe { my_packed_gil() }, id);
         }
         crate::lockdep::released(Released::ByAcquirer, id);
     }
