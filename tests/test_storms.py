@@ -88,6 +88,7 @@ def test_signal_storm(record_property):
 
 CTRL_C_DURING_SPIN = r"""
 import os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 held = threading.Lock()
 held.acquire()
 worst = 0.0
