@@ -12,6 +12,10 @@
 //! thread-handle lists a finishing thread updates after it gave up the GIL, and for the thread
 //! registry's slot table when a thread registers.
 //!
+//! (CPython 3.13+ hold HEAD_LOCK across the fork themselves, so there the thread state is made
+//! by `PyGILState_Ensure` outside the gate: inside it, it would deadlock with the forking
+//! thread, which holds HEAD_LOCK while it waits for the gate to empty.)
+//!
 //! So those sections run inside the gate, and a `pthread_atfork` prepare handler closes the gate
 //! and waits until no thread is inside before the fork goes on; the parent and child handlers
 //! open it again. The sections are short and never need the GIL or anything the forking
@@ -101,6 +105,28 @@ pub fn install() {
 /// The interpreter is initialised, the calling thread has no thread state and does not hold
 /// the GIL. Like `PyGILState_Ensure`, it may end the thread (finalization).
 pub unsafe fn ensure_new_thread() -> pyo3::ffi::PyGILState_STATE {
+    // 3.13+ hold HEAD_LOCK themselves from before the fork to after it (PyOS_BeforeFork), so a
+    // fork cannot split the creation there; and gating it would deadlock: the forking thread
+    // holds HEAD_LOCK while it waits in `prepare` for a thread that waits for HEAD_LOCK inside
+    // the gate (seen on 3.13 and 3.14: the fork storm's parent hung).
+    #[cfg(Py_3_13)]
+    {
+        // SAFETY: forwarded (no thread state, no GIL, interpreter initialised).
+        unsafe { crate::capi::PyGILState_Ensure() }
+    }
+    #[cfg(not(Py_3_13))]
+    // SAFETY: forwarded.
+    unsafe {
+        ensure_new_thread_gated()
+    }
+}
+
+/// [`ensure_new_thread`] for 3.9 – 3.12, where CPython does not hold HEAD_LOCK across a fork.
+///
+/// # Safety
+/// As [`ensure_new_thread`].
+#[cfg(not(Py_3_13))]
+unsafe fn ensure_new_thread_gated() -> pyo3::ffi::PyGILState_STATE {
     let tstate = {
         let _inside = enter();
         // SAFETY: the main interpreter exists (caller); PyThreadState_New needs no GIL and
