@@ -274,14 +274,6 @@ def wait_count(mod, target=0, timeout=10.0):
         time.sleep(0.0002)
 
 
-def settle_count(mod, target, timeout=10.0):
-    """Waits (bounded) for ``mod._count()`` to equal target: a thread just started is only
-    counted once it runs (on both modules), and a joined one until its thread state goes."""
-    deadline = time.monotonic() + timeout
-    while mod._count() != target and time.monotonic() < deadline:
-        time.sleep(0.0002)
-
-
 class Worker:
     """A long-lived thread started by ``mod``, running the calls made "from another
     thread" one at a time. It stays alive for the whole example, so what it
@@ -730,16 +722,14 @@ class Differential(RuleBasedStateMachine):
             return
 
         # A joined thread can still be counted for a moment (it is done before
-        # its thread state goes), and a gated thread just started is not counted
-        # until it runs (on both modules; the 3.14 long run saw 4 vs 3 under
-        # load): let both counts settle first (the workers and the gated
-        # threads stay).
+        # its thread state goes): let both counts settle first (the workers
+        # and the gated threads stay; start_joinable waits until a gated one runs).
         alive = 1 + sum(1 for p in self.handles if p.gates)
 
         def side(mod):
             def run():
                 if fn == "_count":
-                    settle_count(mod, alive)
+                    wait_count(mod, alive)
                 value = getattr(mod, fn)
                 if callable(value) and fn != "error":
                     result = value(*args)
@@ -834,14 +824,17 @@ class Differential(RuleBasedStateMachine):
 
         def side(i, mod):
             def run():
+                running = mod.allocate_lock()
                 if func == "gate":  # the thread waits until open_gate()
                     gates[i] = mod.allocate_lock()
                     gates[i].acquire()
+                    running.acquire()
 
                 def body():
                     if func == "exit":
                         mod.exit()
                     if func == "gate":
+                        running.release()
                         gates[i].acquire()
                         gates[i].release()
 
@@ -864,6 +857,11 @@ class Differential(RuleBasedStateMachine):
                     made[i] = mod.start_joinable_thread(target, *kwargs.values())
                 if func != "gate":
                     made[i].join()
+                elif running.locked():
+                    # A thread is only counted by _count() once it runs (on both modules):
+                    # wait for that, or a later _count() compares a race (the 3.14 long run
+                    # saw 4 against 3 under load).
+                    running.acquire(True, 10)
                 return made[i], made[i].is_done()
 
             return run
