@@ -7,7 +7,7 @@
 //! child inherits that lock held by a thread that does not exist there. CPython 3.9 – 3.11
 //! take it in the child (to delete the other threads' states) *before* they re-initialise it,
 //! so the child hung in `os.fork()` for ever: the fork storm's rare stuck child (about 1 in
-//! 1000 forks on 3.11, stacks in `_PyThreadState_DeleteExcept`). 3.12+ re-initialise the lock
+//! 1000 forks on 3.11, stacks in `_PyThreadState_DeleteExcept`). 3.12 re-initialises the lock
 //! first, but a list cut in the middle of an insertion is no better. The same holds for the
 //! thread-handle lists a finishing thread updates after it gave up the GIL, and for the thread
 //! registry's slot table when a thread registers.
