@@ -723,7 +723,7 @@ class Differential(RuleBasedStateMachine):
 
         # A joined thread can still be counted for a moment (it is done before
         # its thread state goes): let both counts settle first (the workers
-        # and the gated threads stay).
+        # and the gated threads stay; start_joinable waits until a gated one runs).
         alive = 1 + sum(1 for p in self.handles if p.gates)
 
         def side(mod):
@@ -824,14 +824,17 @@ class Differential(RuleBasedStateMachine):
 
         def side(i, mod):
             def run():
+                running = mod.allocate_lock()
                 if func == "gate":  # the thread waits until open_gate()
                     gates[i] = mod.allocate_lock()
                     gates[i].acquire()
+                    running.acquire()
 
                 def body():
                     if func == "exit":
                         mod.exit()
                     if func == "gate":
+                        running.release()
                         gates[i].acquire()
                         gates[i].release()
 
@@ -854,6 +857,11 @@ class Differential(RuleBasedStateMachine):
                     made[i] = mod.start_joinable_thread(target, *kwargs.values())
                 if func != "gate":
                     made[i].join()
+                elif running.locked():
+                    # A thread is only counted by _count() once it runs (on both modules):
+                    # wait for that, or a later _count() compares a race (the 3.14 long run
+                    # saw 4 against 3 under load).
+                    running.acquire(True, 10)
                 return made[i], made[i].is_done()
 
             return run

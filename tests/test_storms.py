@@ -24,29 +24,14 @@ LONG_TIMEOUT = pytest.mark.timeout(3600 if LONG else 120)
 
 # -- fork storm ---------------------------------------------------------------
 
-class StuckChild(AssertionError):
-    """Children that were still running after their 5 s, and nothing else wrong: the known,
-    rare hang of a child forked during the churn (about 1 in 1000 forks on 3.11, not yet
-    explained: `FORK_STORM_GDB=1` prints a stuck child's stacks). Open in issue 11."""
-
-
-def _only_stuck_children(figures):
-    lines = figures["_stderr"].splitlines()
-    return (figures["failed"] > 0 and len(lines) == figures["failed"]
-            and all(line.startswith("parent: child ") and line.endswith(" status -1")
-                    for line in lines)
-            and figures["churn_errors"] == [] and figures["forks"] > 0)
-
-
 @LONG_TIMEOUT
-@pytest.mark.xfail(raises=StuckChild, strict=False,
-                   reason="known rare hang of a forked child (issue 11), reported, not hidden")
 def test_fork_storm(record_property):
     forks = tier(100, 1000)
     figures = run_json("fork_storm.py", forks, 5, timeout=tier(110, 3000))
     report(record_property, "fork_storm", figures)
-    if figures["_status"] != 0 and _only_stuck_children(figures):
-        raise StuckChild(figures["_stderr"])
+    # A child still running after its 5 s is a failure ("parent: child N status -1"); the
+    # storm found one: a fork that split a new thread's thread-state creation (forkgate.rs).
+    # FORK_STORM_GDB=1 prints such a child's stacks.
     assert figures["_status"] == 0 and figures["failed"] == 0, figures["_stderr"]
     assert figures["forks"] == forks
     assert figures["churn_errors"] == []
@@ -103,6 +88,7 @@ def test_signal_storm(record_property):
 
 CTRL_C_DURING_SPIN = r"""
 import os, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 held = threading.Lock()
 held.acquire()
 worst = 0.0

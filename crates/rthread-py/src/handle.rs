@@ -128,6 +128,9 @@ impl Handle {
     }
 
     fn remove_from_shutdown(&self) {
+        // A finishing thread gets here without the GIL: a fork must not split the section,
+        // or the child's fork handler would wait for ever on the list's mutex.
+        let _inside = crate::forkgate::enter();
         list(&SHUTDOWN).retain(|other| !std::ptr::eq(Arc::as_ptr(other), self));
     }
 

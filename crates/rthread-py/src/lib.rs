@@ -12,6 +12,7 @@ mod debug;
 mod errors;
 mod excepthook;
 mod finalizing;
+mod forkgate;
 mod gil;
 mod handle;
 mod local;

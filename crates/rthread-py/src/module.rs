@@ -11,7 +11,7 @@ use crate::capi::{self, docstring, MethodDef, Static};
 use crate::handle;
 #[cfg(not(Py_3_13))]
 use crate::sentinel;
-use crate::{acquire, excepthook, local, lock, name, rlock, thread};
+use crate::{acquire, excepthook, forkgate, local, lock, name, rlock, thread};
 
 unsafe extern "C-unwind" fn allocate_lock(_: *mut PyObject, _: *mut PyObject) -> *mut PyObject {
     // SAFETY: called by CPython with the GIL held, after module init.
@@ -201,6 +201,7 @@ pub fn populate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_ThreadHandle", handle::create_type(py)?)?;
     thread::init_main_ident();
     thread::register_fork_handler(py)?;
+    forkgate::install();
     local::register(m)?;
     name::register(m)?;
     excepthook::register(m)?;

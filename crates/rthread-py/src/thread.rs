@@ -5,7 +5,7 @@
 //! A thread is an OS thread from `pthread_create` (through
 //! `rthread_core::thread::spawn_raw`), with the stack size `stack_size()` set,
 //! or else the platform default CPython gets. It enters Python with
-//! `PyGILState_Ensure` and runs the callable through this crate's
+//! `PyGILState_Ensure` (its own, `forkgate::ensure_new_thread`) and runs the callable through this crate's
 //! `"C-unwind"` declarations. Until 3.14, a daemon thread that touches the GIL
 //! after finalization began is ended by `pthread_exit`, a forced unwind: the
 //! entry function therefore keeps nothing with a destructor on its stack while
@@ -21,6 +21,7 @@ use rthread_core::thread::{self, StackSizeError};
 use crate::capi;
 use crate::errors;
 use crate::finalizing;
+use crate::forkgate;
 use crate::gil;
 use crate::handle::{self, Handle};
 use crate::local;
@@ -72,8 +73,12 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
         if !handle.is_null() {
             (*handle).set_ident(thread::current_ident());
         }
-        // Listed in reports from its start (the slot is freed at thread exit).
-        let _ = rthread_core::diag::register_current_thread();
+        // Listed in reports from its start (the slot is freed at thread exit). Inside the
+        // fork gate: registering may be setting up a chunk of the slot table.
+        {
+            let _inside = forkgate::enter();
+            let _ = rthread_core::diag::register_current_thread();
+        }
         // Named before any Python code of the thread runs; a refusal by the
         // OS is no reason to fail the thread.
         #[cfg(not(Py_3_14))]
@@ -94,7 +99,8 @@ unsafe extern "C-unwind" fn thread_main(arg: *mut c_void) -> *mut c_void {
             abandon(handle);
             return ptr::null_mut();
         }
-        let gstate = capi::PyGILState_Ensure();
+        // PyGILState_Ensure, with the thread state made inside the fork gate (see there).
+        let gstate = forkgate::ensure_new_thread();
         // Finalization may have begun in between; 3.14 then lets the fresh
         // thread state attach. Give it back without running anything.
         #[cfg(Py_3_14)]
