@@ -25,6 +25,7 @@ use pyo3::ffi::{self, PyGILState_STATE, PyObject, PyThreadState, Py_ssize_t};
 extern "C-unwind" {
     pub fn PyEval_SaveThread() -> *mut PyThreadState;
     pub fn PyEval_RestoreThread(tstate: *mut PyThreadState);
+    #[cfg(Py_3_13)]
     pub fn PyGILState_Ensure() -> PyGILState_STATE;
     pub fn PyGILState_Release(state: PyGILState_STATE);
     pub fn PyObject_Call(

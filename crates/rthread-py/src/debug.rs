@@ -1227,10 +1227,21 @@ static LAST_REPORT: Mutex<String> = Mutex::new(String::new());
 /// The GIL must be held.
 #[cold]
 pub unsafe fn raise_deadlock() {
-    let report = LAST_REPORT
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    // Never blocks: in a forked child the mutex may have been inherited locked by the
+    // watchdog thread (which does not exist there); elsewhere it is held for a string copy.
+    let mut report = None;
+    for _ in 0..1000 {
+        match LAST_REPORT.try_lock() {
+            Ok(r) => report = Some(r.clone()),
+            Err(std::sync::TryLockError::Poisoned(p)) => report = Some(p.into_inner().clone()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::yield_now();
+                continue;
+            }
+        }
+        break;
+    }
+    let report = report.unwrap_or_else(|| "(the watchdog's report could not be read)".into());
     // SAFETY: GIL held (caller); the message object is released after PyErr_SetObject took
     // its own reference.
     unsafe {
@@ -1522,10 +1533,11 @@ fn helper_main() {
             r.served = r.served.max(id);
             continue;
         }
-        // SAFETY: this thread has no Python thread state; PyGILState_Ensure makes one and
-        // takes the GIL, and the matching release follows. The runtime is not finalizing
-        // (checked just above; a finalization starting in between is the one race left).
-        let gstate = unsafe { capi::PyGILState_Ensure() };
+        // SAFETY: this thread has no Python thread state; `ensure_new_thread` makes one (inside
+        // the fork gate where CPython needs it, as for the threads rthread starts) and takes
+        // the GIL, and the matching release follows. The runtime is not finalizing (checked
+        // just above; a finalization starting in between is the one race left).
+        let gstate = unsafe { crate::forkgate::ensure_new_thread() };
         let text = {
             let mut r = RENDER_STATE.lock().unwrap_or_else(PoisonError::into_inner);
             if r.served >= id {
@@ -1533,7 +1545,7 @@ fn helper_main() {
             } else {
                 r.started = id;
                 drop(r);
-                // SAFETY: the GIL is held (PyGILState_Ensure above).
+                // SAFETY: the GIL is held (`ensure_new_thread` above).
                 let py = unsafe { Python::assume_attached() };
                 Some(call_renderer(py, reason, action))
             }
