@@ -284,11 +284,13 @@ impl<W: Wait> RawLock<W> {
         }
     }
 
-    /// Takes the lock if it is free, without blocking or spinning.
+    /// Takes the lock if it is free, without blocking or spinning. A lock seen taken costs a
+    /// load, not a failed compare-exchange (a locked read-modify-write even when it fails):
+    /// `acquire(False)` on a held lock is a common poll.
     #[inline]
     #[must_use]
     pub fn try_acquire(&self) -> bool {
-        self.take_free().is_ok()
+        self.state.load(Ordering::Relaxed) == UNLOCKED && self.take_free().is_ok()
     }
 
     /// The one way a free lock is taken without sleeping: `UNLOCKED -> LOCKED` with `Acquire`
