@@ -768,7 +768,7 @@ fn contended_acquire_allocates_nothing_after_registration() {
             go_rx.recv_timeout(HANG).unwrap();
             let before = allocations();
             // The main thread holds the lock: this is the slow path, with a wait record,
-            // an armed holder word and sliced sleeps.
+            // an armed holder word and a cancellable sleep.
             l2.acquire().unwrap();
             let during = allocations() - before;
             l2.release().unwrap();
