@@ -50,9 +50,15 @@ test-python:
 	 while read -r v p; do \
 	   echo "== Python $$v: build"; scripts/install.sh "$$v" "$$p"; \
 	   echo "== Python $$v: pytest"; \
-	   .venv/$$v/bin/python -m pytest -q -p no:cacheprovider || failed="$$failed $$v"; \
+	   mkdir -p target/test-logs; \
+	   .venv/$$v/bin/python -m pytest -q -p no:cacheprovider -rfE 2>&1 | tee target/test-logs/pytest-$$v.log \
+	     || failed="$$failed $$v"; \
 	 done <<< "$$found"; \
-	 if [ -n "$$failed" ]; then echo "pytest failed on:$$failed" >&2; exit 1; fi
+	 if [ -n "$$failed" ]; then \
+	   for v in $$failed; do echo "== Python $$v: failures (whole log: target/test-logs/pytest-$$v.log)" >&2; \
+	     grep -E '^(FAILED|ERROR) ' target/test-logs/pytest-$$v.log | cut -c1-300 >&2 || true; done; \
+	   echo "pytest failed on:$$failed" >&2; exit 1; \
+	 fi
 
 # CPython 3.14 and 3.15 usually live only in the sid chroot: clippy needs no interpreter,
 # only PyO3's description of one, so a version not found here is linted from a PyO3

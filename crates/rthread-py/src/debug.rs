@@ -3,7 +3,7 @@
 //! - **Sites**: the creation site of every lock and `RLock` (and, in diagnostic mode, the
 //!   acquire site of every held lock) is the first Python frame outside the standard
 //!   library's synchronisation modules, interned once per `(code object, line)`.
-//! - **Holders**: [`acquired`] / [`releasing`] keep a lock's [`Holder`] word; an `RLock` is
+//! - **Holders**: [`acquired`] / [`releasing_slow`] keep a lock's [`Holder`] word; an `RLock` is
 //!   read through its owner-ident word. In diagnostic mode they also keep the held lists.
 //! - **Waits**: [`wait`] wraps the blocking part of an acquire or join (GIL released) in a
 //!   [`WaitGuard`] armed with the lock's (or thread handle's) wake word: the binding's locks
@@ -122,15 +122,16 @@ const FRONT_SIZE: usize = 64;
 #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
 const IP_KEY: c_int = c_int::MIN;
 
-/// A direct-mapped cache in front of [`FRONT`] on 3.13+: `(instruction address, site)` of the
-/// current frame ([`top_frame::instr_ptr`]). Filled only from [`SITE_CACHE`] hits, whose code
-/// objects it keeps alive, so an address cannot be reused by another code object while its
-/// entry exists.
-#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+/// A direct-mapped cache in front of [`FRONT`] on 3.11+: `(instruction address, site)` of the
+/// current frame (`top_frame::instr_ptr`, `cframe_top::current_instr_ptr`). Filled only
+/// from [`SITE_CACHE`] hits, whose code objects it keeps alive (the bytecode lies inside the
+/// code object from 3.11 on), so an address cannot be reused by another code object while
+/// its entry exists.
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
 static IP_FRONT: GilCell<[(usize, u32); FRONT_SIZE]> =
     GilCell(UnsafeCell::new([(0, 0); FRONT_SIZE]));
 
-#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
 #[inline]
 fn ip_index(ip: usize) -> usize {
     ((ip as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % FRONT_SIZE
@@ -156,7 +157,275 @@ pub(crate) unsafe fn frame_position(frame: *mut ffi::PyFrameObject) -> c_int {
         }
         #[cfg(not(Py_3_11))]
         {
-            ffi::PyFrame_GetLineNumber(frame)
+            // The instruction offset when the frame's fields can be read (decided once, at
+            // import, before any lock exists: keys never mix the two kinds of position).
+            if object_frame::usable() {
+                object_frame::key(frame).1
+            } else {
+                ffi::PyFrame_GetLineNumber(frame)
+            }
+        }
+    }
+}
+
+/// Frame objects read by their fields before 3.11, where every running Python frame is a
+/// frame object and `PyThreadState.frame` the innermost: the site caches are looked up by
+/// `(f_code, f_lasti)` with no call but `PyEval_GetFrame`, and no line-table walk (which is
+/// what `PyFrame_GetLineNumber` does on every call). The offsets are the 3.9 and 3.10 x86-64
+/// layouts, checked at import against the frame API ([`object_frame::verify`]); if they do
+/// not match, sites are looked up as before, by line.
+#[cfg(not(Py_3_11))]
+mod object_frame {
+    use std::ffi::c_int;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pyo3::ffi::{self, PyObject};
+
+    /// `offsetof(PyFrameObject, f_back)`.
+    const BACK_OFFSET: usize = 24;
+    /// `offsetof(PyFrameObject, f_code)`.
+    const CODE_OFFSET: usize = 32;
+    /// `offsetof(PyFrameObject, f_lasti)`: 3.10 dropped `f_stacktop` and moved the flags.
+    #[cfg(not(Py_3_10))]
+    const LASTI_OFFSET: usize = 104;
+    #[cfg(Py_3_10)]
+    const LASTI_OFFSET: usize = 96;
+
+    /// [`verify`] confirmed the three offsets.
+    static USABLE: AtomicBool = AtomicBool::new(false);
+
+    #[inline(always)]
+    pub fn usable() -> bool {
+        USABLE.load(Ordering::Relaxed)
+    }
+
+    /// # Safety
+    /// `frame` must be a live frame object and `offset` one of the confirmed offsets of a
+    /// field of type `T`.
+    #[inline(always)]
+    unsafe fn field<T: Copy>(frame: *mut ffi::PyFrameObject, offset: usize) -> T {
+        // SAFETY: forwarded: the field lies inside the live object.
+        unsafe { frame.cast::<u8>().add(offset).cast::<T>().read() }
+    }
+
+    /// `(f_code, f_lasti)` of `frame`: the site caches' key (the code object is borrowed).
+    ///
+    /// # Safety
+    /// The GIL must be held, [`usable`] true and `frame` a live frame object.
+    #[inline(always)]
+    pub unsafe fn key(frame: *mut ffi::PyFrameObject) -> (usize, c_int) {
+        // SAFETY: forwarded; `verify` confirmed both offsets.
+        unsafe { (field(frame, CODE_OFFSET), field(frame, LASTI_OFFSET)) }
+    }
+
+    /// `f_back` of `frame` (borrowed; null at the bottom of the stack).
+    ///
+    /// # Safety
+    /// As for [`key`].
+    #[inline(always)]
+    pub unsafe fn back(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyFrameObject {
+        // SAFETY: forwarded; `verify` confirmed the offset.
+        unsafe { field(frame, BACK_OFFSET) }
+    }
+
+    /// Whether the fields of `frame` at the three offsets are what the frame API reports.
+    ///
+    /// # Safety
+    /// The GIL must be held and `frame` live.
+    unsafe fn agrees(frame: *mut ffi::PyFrameObject) -> bool {
+        // SAFETY: GIL held; every new reference is released; the reads lie inside the object
+        // on the layouts the offsets name (checked here before any other use).
+        unsafe {
+            let code = ffi::PyFrame_GetCode(frame);
+            let code_ok = field::<usize>(frame, CODE_OFFSET) == code as usize;
+            ffi::Py_DECREF(code.cast());
+            let back = ffi::PyFrame_GetBack(frame);
+            let back_ok = field::<usize>(frame, BACK_OFFSET) == back as usize;
+            if !back.is_null() {
+                ffi::Py_DECREF(back.cast());
+            }
+            // 3.10's field counts code units and its attribute bytes (-1 before the first
+            // instruction); 3.9's both count bytes.
+            let raw = std::ffi::c_long::from(field::<c_int>(frame, LASTI_OFFSET));
+            let expected = if cfg!(Py_3_10) && raw >= 0 {
+                raw * 2
+            } else {
+                raw
+            };
+            let lasti = ffi::PyObject_GetAttrString(frame.cast::<PyObject>(), c"f_lasti".as_ptr());
+            let lasti_ok = !lasti.is_null() && ffi::PyLong_AsLong(lasti) == expected;
+            if lasti.is_null() {
+                ffi::PyErr_Clear();
+            } else {
+                ffi::Py_DECREF(lasti);
+            }
+            code_ok && back_ok && lasti_ok
+        }
+    }
+
+    /// Enables the field reads if they agree with the frame API on the importing frame and
+    /// its caller (two frames at different instructions). Called once, from module
+    /// initialisation, before any lock exists.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn verify() {
+        // SAFETY: GIL held; `PyEval_GetFrame` is borrowed, and its caller is read only once
+        // the offsets agreed on it.
+        unsafe {
+            let frame = ffi::PyEval_GetFrame();
+            if frame.is_null() || !agrees(frame) {
+                return;
+            }
+            let back = field::<*mut ffi::PyFrameObject>(frame, BACK_OFFSET);
+            if back.is_null() || !agrees(back) {
+                return;
+            }
+            USABLE.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The current interpreter frame's instruction address on 3.11 and 3.12, read through
+/// `PyThreadState.cframe->current_frame->prev_instr` without making a frame object (which
+/// `PyEval_GetFrame` does): the key of [`IP_FRONT`]'s hits. The offsets are the 3.11 and 3.12
+/// x86-64 layouts, checked at import ([`cframe_top::verify`]) against the frame API.
+#[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+mod cframe_top {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pyo3::ffi::{self, PyObject};
+
+    extern "C" {
+        fn _PyThreadState_UncheckedGet() -> *mut ffi::PyThreadState;
+    }
+
+    /// `offsetof(PyThreadState, cframe)`.
+    const CFRAME_OFFSET: usize = 56;
+    /// `offsetof(_PyCFrame, current_frame)`: 3.12 dropped `use_tracing` before it.
+    #[cfg(not(Py_3_12))]
+    const CURRENT_OFFSET: usize = 8;
+    #[cfg(Py_3_12)]
+    const CURRENT_OFFSET: usize = 0;
+    /// `offsetof(_PyInterpreterFrame, f_code)`: first from 3.12 on.
+    #[cfg(not(Py_3_12))]
+    const CODE_OFFSET: usize = 32;
+    #[cfg(Py_3_12)]
+    const CODE_OFFSET: usize = 0;
+    /// `offsetof(_PyInterpreterFrame, prev_instr)`.
+    const PREV_INSTR_OFFSET: usize = 56;
+    /// `offsetof(PyFrameObject, f_frame)`: the interpreter frame behind a frame object.
+    const F_FRAME_OFFSET: usize = 24;
+    /// `offsetof(PyCodeObject, co_code_adaptive)`: where the bytecode starts.
+    #[cfg(not(Py_3_12))]
+    const BYTECODE_OFFSET: usize = 184;
+    #[cfg(Py_3_12)]
+    const BYTECODE_OFFSET: usize = 192;
+
+    /// [`verify`] confirmed the offsets.
+    static USABLE: AtomicBool = AtomicBool::new(false);
+
+    pub fn usable() -> bool {
+        USABLE.load(Ordering::Relaxed)
+    }
+
+    /// # Safety
+    /// `base` must point to a live object with a pointer-sized field at `offset`.
+    #[inline(always)]
+    unsafe fn word(base: *mut u8, offset: usize) -> usize {
+        // SAFETY: forwarded.
+        unsafe { base.add(offset).cast::<usize>().read() }
+    }
+
+    /// The current interpreter frame, or null (none, or the layout was not confirmed).
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline(always)]
+    unsafe fn current() -> *mut u8 {
+        if !USABLE.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the GIL is held, so the thread state is this thread's and alive, and so is
+        // its C frame record while it runs Python; `verify` confirmed both offsets.
+        unsafe {
+            let ts = _PyThreadState_UncheckedGet().cast::<u8>();
+            if ts.is_null() {
+                return std::ptr::null_mut();
+            }
+            let cframe = word(ts, CFRAME_OFFSET) as *mut u8;
+            if cframe.is_null() {
+                return std::ptr::null_mut();
+            }
+            word(cframe, CURRENT_OFFSET) as *mut u8
+        }
+    }
+
+    /// The current frame's last instruction's address, or 0 (no frame, or not confirmed).
+    /// Inside the code object while it lives, so it names a code and an offset at once.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline(always)]
+    pub unsafe fn current_instr_ptr() -> usize {
+        // SAFETY: GIL held (caller); the current frame is live while we run.
+        unsafe {
+            let frame = current();
+            if frame.is_null() {
+                return 0;
+            }
+            word(frame, PREV_INSTR_OFFSET)
+        }
+    }
+
+    /// Whether the current interpreter frame is the one behind the frame object `frame`
+    /// (not an incomplete frame that frame objects skip).
+    ///
+    /// # Safety
+    /// The GIL must be held and `frame` live.
+    pub unsafe fn is_current(frame: *mut ffi::PyFrameObject) -> bool {
+        // SAFETY: forwarded; the field lies inside the frame object.
+        unsafe {
+            let raw = current();
+            !raw.is_null() && word(frame.cast(), F_FRAME_OFFSET) == raw as usize
+        }
+    }
+
+    /// Enables [`current_instr_ptr`] if, on the importing frame, the thread state leads to the
+    /// interpreter frame behind `PyEval_GetFrame`'s frame object, whose code is the frame's
+    /// and whose last instruction lies at the frame's `f_lasti` in the code's bytecode.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    pub unsafe fn verify() {
+        // SAFETY: GIL held; `PyEval_GetFrame` is borrowed and the code reference released;
+        // each read is checked against the API before the next one goes further.
+        unsafe {
+            let ts = _PyThreadState_UncheckedGet().cast::<u8>();
+            let frame = ffi::PyEval_GetFrame();
+            if ts.is_null() || frame.is_null() {
+                return;
+            }
+            let cframe = word(ts, CFRAME_OFFSET) as *mut u8;
+            if cframe.is_null() {
+                return;
+            }
+            let raw = word(cframe, CURRENT_OFFSET) as *mut u8;
+            if raw.is_null() || word(frame.cast(), F_FRAME_OFFSET) != raw as usize {
+                return;
+            }
+            let code = ffi::PyFrame_GetCode(frame).cast::<PyObject>();
+            ffi::Py_DECREF(code);
+            if word(raw, CODE_OFFSET) != code as usize {
+                return;
+            }
+            let Ok(lasti) = usize::try_from(ffi::PyFrame_GetLasti(frame)) else {
+                return;
+            };
+            if word(raw, PREV_INSTR_OFFSET) != code as usize + BYTECODE_OFFSET + lasti {
+                return;
+            }
+            USABLE.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -601,16 +870,25 @@ mod top_frame {
     }
 }
 
-/// Whether creation sites are read without frame objects, walking the interpreter frames to
-/// callers (see `top_frame`): true on 3.13+ default builds once the layout check passed. For
-/// the tests.
+/// Whether sites are looked up by direct frame reads once the layout check at import passed:
+/// the interpreter frames walked to callers on 3.13+ (`top_frame`), the current instruction
+/// address on 3.11 and 3.12 (`cframe_top`), frame objects' fields before (`object_frame`).
+/// False on free-threaded builds. For the tests.
 #[pyfunction]
 fn fast_frames() -> bool {
     #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
     {
         top_frame::usable() && top_frame::walkable()
     }
-    #[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
+    #[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+    {
+        cframe_top::usable()
+    }
+    #[cfg(not(Py_3_11))]
+    {
+        object_frame::usable()
+    }
+    #[cfg(all(Py_3_11, Py_GIL_DISABLED))]
     {
         false
     }
@@ -627,6 +905,16 @@ pub unsafe fn init_frames() {
     // SAFETY: forwarded.
     unsafe {
         top_frame::verify()
+    };
+    #[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+    // SAFETY: forwarded.
+    unsafe {
+        cframe_top::verify()
+    };
+    #[cfg(not(Py_3_11))]
+    // SAFETY: forwarded.
+    unsafe {
+        object_frame::verify()
     };
 }
 
@@ -697,6 +985,35 @@ unsafe fn cached_top_site() -> Option<u32> {
             if frame.is_null() {
                 return Some(0);
             }
+        }
+    }
+    #[cfg(not(Py_3_11))]
+    // SAFETY: GIL held (caller); every frame walked is a live frame object of the calling
+    // thread's stack (borrowed: the stack does not change while we run); the closures only
+    // read or fill the caches.
+    unsafe {
+        if !object_frame::usable() {
+            return None;
+        }
+        let mut frame = ffi::PyEval_GetFrame();
+        for _ in 0..MAX_FRAMES {
+            if frame.is_null() {
+                return Some(0);
+            }
+            let key = object_frame::key(frame);
+            let slot = front_index(key);
+            let front = FRONT.with(|f| f[slot]);
+            let id = if front.0 == key.0 && front.1 == key.1 && key.0 != 0 {
+                front.2
+            } else {
+                let found = SITE_CACHE.with(|c| c.as_ref().and_then(|c| c.get(&key).copied()))?;
+                FRONT.with(|f| f[slot] = (key.0, key.1, found));
+                found
+            };
+            if id != 0 {
+                return Some(id);
+            }
+            frame = object_frame::back(frame);
         }
     }
     None
@@ -801,7 +1118,57 @@ unsafe fn ip_front_hit() -> u32 {
     }
 }
 
-#[cfg(not(all(Py_3_13, not(Py_GIL_DISABLED))))]
+/// [`ip_front_hit`] on 3.11 and 3.12: the current instruction's address, read through the
+/// thread state.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+#[inline(always)]
+unsafe fn ip_front_hit() -> u32 {
+    // SAFETY: GIL held (caller); the closure only reads the array.
+    unsafe {
+        let ip = cframe_top::current_instr_ptr();
+        if ip == 0 {
+            return 0;
+        }
+        let e = IP_FRONT.with(|f| f[ip_index(ip)]);
+        if e.0 == ip {
+            e.1
+        } else {
+            0
+        }
+    }
+}
+
+/// [`ip_front_hit`] before 3.11: the current frame object's `(f_code, f_lasti)` in [`FRONT`].
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(not(Py_3_11))]
+#[inline(always)]
+unsafe fn ip_front_hit() -> u32 {
+    if !object_frame::usable() {
+        return 0;
+    }
+    // SAFETY: GIL held (caller); the frame is borrowed and live while we run; the closure
+    // only reads the array.
+    unsafe {
+        let frame = ffi::PyEval_GetFrame();
+        if frame.is_null() {
+            return 0;
+        }
+        let key = object_frame::key(frame);
+        let e = FRONT.with(|f| f[front_index(key)]);
+        if e.0 == key.0 && e.1 == key.1 && key.0 != 0 {
+            e.2
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(all(Py_3_11, Py_GIL_DISABLED))]
 #[inline(always)]
 unsafe fn ip_front_hit() -> u32 {
     0
@@ -825,7 +1192,16 @@ unsafe fn caller_site_slow() -> u32 {
         let mut site = 0;
         #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
         let mut raw = top_frame::top();
-        for _ in 0..MAX_FRAMES {
+        // 3.11 and 3.12: the current instruction, which [`ip_front_hit`] will know by its
+        // address if the calling frame names the site (and is the frame object's: an
+        // incomplete frame has none).
+        #[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+        let ip = if !frame.is_null() && cframe_top::is_current(frame) {
+            cframe_top::current_instr_ptr()
+        } else {
+            0
+        };
+        for _depth in 0..MAX_FRAMES {
             if frame.is_null() {
                 break;
             }
@@ -838,6 +1214,11 @@ unsafe fn caller_site_slow() -> u32 {
             ffi::Py_DECREF(code.cast());
             if id != 0 {
                 site = id;
+                // `code_site` keeps the code object (so its bytecode address) alive.
+                #[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+                if _depth == 0 && ip != 0 {
+                    IP_FRONT.with(|f| f[ip_index(ip)] = (ip, id));
+                }
                 break;
             }
             let back = ffi::PyFrame_GetBack(frame);
@@ -1065,33 +1446,18 @@ pub unsafe fn push_held(me: u32, id: LockId) {
     diag::held_push_own(me, id, diag::SiteId::from_u32(site));
 }
 
-/// Forgets a plain lock's holder (call just before releasing it).
-///
-/// # Safety
-/// The GIL must be held.
-#[inline(always)]
-pub unsafe fn releasing(holder: &Holder, id: LockId) {
-    if COMPILED_OUT {
-        return;
-    }
-    // SAFETY: forwarded.
-    if let Some(me) = unsafe { cached_self() } {
-        // No hook is on (see `cached_self`): only the holder word needs updating.
-        if holder.release_if_holder(me) {
-            return;
-        }
-    }
-    // SAFETY: forwarded.
-    unsafe { releasing_slow(holder, id) };
-}
-
-/// [`releasing`] past the common case: a signal, a release by another thread, a hook on.
+/// Forgets a plain lock's holder (call just before releasing it) past the common case, which
+/// the lock's release path handles inline (the thread cache hit, then
+/// `Holder::release_if_holder`): a signal, a release by another thread, a hook on.
 ///
 /// # Safety
 /// The GIL must be held.
 #[cold]
 #[inline(never)]
-unsafe fn releasing_slow(holder: &Holder, id: LockId) {
+pub unsafe fn releasing_slow(holder: &Holder, id: LockId) {
+    if COMPILED_OUT {
+        return;
+    }
     // SAFETY: forwarded. (An unregistered thread gets registered here; either way it is not
     // the holder.)
     let me = unsafe { my_packed_gil() };
@@ -1101,7 +1467,7 @@ unsafe fn releasing_slow(holder: &Holder, id: LockId) {
     }
 }
 
-/// [`releasing`] from a thread that may not hold the GIL (thread-exit sentinels, before 3.13).
+/// [`releasing_slow`] from a thread that may not hold the GIL (thread-exit sentinels, before 3.13).
 #[cfg(not(Py_3_13))]
 pub fn releasing_without_gil(holder: &Holder, id: LockId) {
     if COMPILED_OUT {
@@ -1114,7 +1480,9 @@ pub fn releasing_without_gil(holder: &Holder, id: LockId) {
     }
 }
 
-#[cold]
+/// The hooks' part of a release. Inline: diagnostic mode releases every lock through
+/// [`releasing_slow`].
+#[inline(always)]
 fn released_hooked(outcome: Released, me: u32, id: LockId) {
     if HELD.load(Ordering::Relaxed) {
         remove_held(outcome, me, id);

@@ -338,8 +338,9 @@ unsafe fn release_rest(slf: *mut PyObject, holder_done: bool) -> *mut PyObject {
     unsafe {
         let this = object_of(slf);
         if !holder_done {
-            // (Unlocked: the holder word is empty anyway.)
-            crate::debug::releasing(&this.holder, LockId(slf as u64));
+            // `release_inline` found the thread cache missing or the caller not the holder:
+            // the holder word's slow path. (Unlocked: the holder word is empty anyway.)
+            crate::debug::releasing_slow(&this.holder, LockId(slf as u64));
         }
         match this.lock.release_woke() {
             Ok(false) => capi::none(),

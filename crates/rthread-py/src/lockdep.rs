@@ -377,7 +377,7 @@ pub unsafe fn acquired(obj: *mut PyObject, class: Class) {
     lockdep::push_at(LockId(obj as u64), class, SiteId::from_u32(at));
 }
 
-/// A release (see `debug::releasing`): pops the lock off the caller's chain, or, released
+/// A release (see `debug::releasing_slow`): pops the lock off the caller's chain, or, released
 /// by another thread than its acquirer, makes its class a signal.
 pub fn released(outcome: Released, id: LockId) {
     if !on() {
