@@ -1095,40 +1095,23 @@ pub unsafe fn caller_site() -> u32 {
     unsafe { caller_site_slow() }
 }
 
-/// The site cached for the current instruction (3.13+): a few loads, kept out of the larger
+/// The current frame's instruction address (0 if unknown): the key of [`IP_FRONT`].
+#[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
+use cframe_top::current_instr_ptr;
+#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+use top_frame::current_instr_ptr;
+
+/// The site cached for the current instruction (3.11+): a few loads, kept out of the larger
 /// [`caller_site_slow`] so that a hit pays no register saves. 0 if not cached.
 ///
 /// # Safety
 /// The GIL must be held.
-#[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
 #[inline(always)]
 unsafe fn ip_front_hit() -> u32 {
     // SAFETY: GIL held (caller); the closure only reads the array.
     unsafe {
-        let ip = top_frame::current_instr_ptr();
-        if ip == 0 {
-            return 0;
-        }
-        let e = IP_FRONT.with(|f| f[ip_index(ip)]);
-        if e.0 == ip {
-            e.1
-        } else {
-            0
-        }
-    }
-}
-
-/// [`ip_front_hit`] on 3.11 and 3.12: the current instruction's address, read through the
-/// thread state.
-///
-/// # Safety
-/// The GIL must be held.
-#[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
-#[inline(always)]
-unsafe fn ip_front_hit() -> u32 {
-    // SAFETY: GIL held (caller); the closure only reads the array.
-    unsafe {
-        let ip = cframe_top::current_instr_ptr();
+        let ip = current_instr_ptr();
         if ip == 0 {
             return 0;
         }
@@ -1197,7 +1180,7 @@ unsafe fn caller_site_slow() -> u32 {
         // incomplete frame has none).
         #[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
         let ip = if !frame.is_null() && cframe_top::is_current(frame) {
-            cframe_top::current_instr_ptr()
+            current_instr_ptr()
         } else {
             0
         };
