@@ -668,6 +668,44 @@ fn held_lists_in_diagnostic_mode() {
 }
 
 #[test]
+fn own_held_handle_is_the_threads_list() {
+    diag::set_track_held(true);
+    let me = register_current_thread().unwrap();
+    // Only a live registration has a list; the handle and the packed calls see one list.
+    assert!(diag::OwnHeld::of(0).is_none());
+    let held = diag::OwnHeld::of(me.packed()).unwrap();
+    // SAFETY: the bits come from `to_bits`.
+    let held = unsafe { diag::OwnHeld::from_bits(held.to_bits()) };
+    let (x, y) = (diag::LockId(0x5eed_0001), diag::LockId(0x5eed_0002));
+    let listed = |id: diag::LockId| {
+        snapshot()
+            .thread(me)
+            .unwrap()
+            .held
+            .iter()
+            .any(|h| h.lock == id)
+    };
+    assert!(held.push(x, None));
+    assert!(diag::held_push_own(me.packed(), y, None));
+    assert!(listed(x) && listed(y));
+    diag::held_pop_own(me.packed(), x);
+    held.pop(y);
+    assert!(!listed(x) && !listed(y));
+    // A registration that ended has no list, and a new thread's handle is its own.
+    let other = std::thread::spawn(|| {
+        let t = register_current_thread().unwrap();
+        (
+            t.packed(),
+            diag::OwnHeld::of(t.packed()).map(diag::OwnHeld::to_bits),
+        )
+    })
+    .join()
+    .unwrap();
+    assert!(other.1.is_some() && other.1 != Some(held.to_bits()));
+    assert!(diag::OwnHeld::of(other.0).is_none());
+}
+
+#[test]
 fn sites_are_interned_once() {
     let x = intern_site("app.py", 12, "worker");
     assert_eq!(x, intern_site("app.py", 12, "worker"));

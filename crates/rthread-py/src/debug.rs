@@ -1278,6 +1278,8 @@ static SELF_PACKED: AtomicU32 = AtomicU32::new(0);
 /// end.
 static ANY_KEY: AtomicUsize = AtomicUsize::new(0);
 static ANY_PACKED: AtomicU32 = AtomicU32::new(0);
+/// And that thread's held list (`diag::OwnHeld::to_bits`, 0: none), for diagnostic mode.
+static ANY_HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// The calling thread's thread pointer: the word at `%fs:0`, which the x86-64 ELF TLS ABI
 /// makes the thread control block's pointer to itself (what `pthread_self()` returns). One
@@ -1354,6 +1356,8 @@ unsafe fn refresh_self() -> u32 {
         // clears the keys only for its own, other, thread pointer. (A thread pointer is never
         // 0, the empty key.)
         ANY_PACKED.store(packed, Ordering::Relaxed);
+        let held = diag::OwnHeld::of(packed).map_or(0, diag::OwnHeld::to_bits);
+        ANY_HELD.store(held, Ordering::Relaxed);
         ANY_KEY.store(thread_pointer(), Ordering::Relaxed);
         if !hooked() {
             SELF_PACKED.store(packed, Ordering::Relaxed);
@@ -1361,6 +1365,26 @@ unsafe fn refresh_self() -> u32 {
         }
     }
     packed
+}
+
+/// The held list of `me`, the calling thread's packed slot from [`my_packed_gil`]: the one
+/// kept with the thread cache (no registry look-up), else looked up.
+///
+/// # Safety
+/// The GIL must be held (the cache's words are only consistent for its holders).
+#[inline(always)]
+unsafe fn my_held_gil(me: u32) -> Option<diag::OwnHeld> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if !COMPILED_OUT && ANY_KEY.load(Ordering::Relaxed) == thread_pointer() {
+        let bits = ANY_HELD.load(Ordering::Relaxed);
+        if bits != 0 {
+            // SAFETY: `refresh_self` stored it from `to_bits`, for this thread's registration,
+            // which lives while the key is this thread's (`forget_thread` clears the key as a
+            // registered thread ends).
+            return Some(unsafe { diag::OwnHeld::from_bits(bits) });
+        }
+    }
+    diag::OwnHeld::of(me)
 }
 
 /// Empties the cache of [`cached_self`] (a registered thread ended, or hooks changed).
@@ -1405,15 +1429,16 @@ pub unsafe fn set_holder(holder: &Holder) {
 /// The GIL must be held (diagnostic mode reads the Python frame).
 #[inline]
 pub unsafe fn acquired(holder: &Holder, id: LockId) {
+    if COMPILED_OUT {
+        return;
+    }
     // SAFETY: forwarded.
-    unsafe { set_holder(holder) };
-    if HELD.load(Ordering::Relaxed) {
-        // The holder word now names the calling thread: its packed slot, without a
-        // thread-local read (none if the thread could not be registered).
-        if let Some(me) = holder.holder_packed() {
-            // SAFETY: forwarded.
-            unsafe { push_held(me, id) };
-        }
+    let me = unsafe { my_packed_gil() };
+    holder.set_slot_packed(me);
+    // (`me` is 0 if the thread could not be registered: nothing to list.)
+    if HELD.load(Ordering::Relaxed) && me != 0 {
+        // SAFETY: forwarded.
+        unsafe { push_held(me, id) };
     }
 }
 
@@ -1425,8 +1450,11 @@ pub unsafe fn acquired(holder: &Holder, id: LockId) {
 #[inline]
 pub unsafe fn push_held(me: u32, id: LockId) {
     // SAFETY: forwarded.
-    let site = unsafe { caller_site() };
-    diag::held_push_own(me, id, diag::SiteId::from_u32(site));
+    if let Some(held) = unsafe { my_held_gil(me) } {
+        // SAFETY: forwarded.
+        let site = unsafe { caller_site() };
+        held.push(id, diag::SiteId::from_u32(site));
+    }
 }
 
 /// Forgets a plain lock's holder (call just before releasing it) past the common case, which
@@ -1446,7 +1474,8 @@ pub unsafe fn releasing_slow(holder: &Holder, id: LockId) {
     let me = unsafe { my_packed_gil() };
     let outcome = holder.release_packed(me);
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        released_hooked(outcome, me, id);
+        // SAFETY: the GIL is held (caller).
+        unsafe { released_hooked(outcome, me, id, true) };
     }
 }
 
@@ -1459,16 +1488,21 @@ pub fn releasing_without_gil(holder: &Holder, id: LockId) {
     let me = PACKED.with(Cell::get);
     let outcome = holder.release_packed(me);
     if DIAGNOSTIC.load(Ordering::Relaxed) {
-        released_hooked(outcome, me, id);
+        // SAFETY: `gil` false: nothing that needs the GIL.
+        unsafe { released_hooked(outcome, me, id, false) };
     }
 }
 
-/// The hooks' part of a release. Inline: diagnostic mode releases every lock through
-/// [`releasing_slow`].
+/// The hooks' part of a release by `me`, the calling thread's packed slot. Inline:
+/// diagnostic mode releases every lock through [`releasing_slow`].
+///
+/// # Safety
+/// If `gil`, the GIL must be held.
 #[inline(always)]
-fn released_hooked(outcome: Released, me: u32, id: LockId) {
+unsafe fn released_hooked(outcome: Released, me: u32, id: LockId, gil: bool) {
     if HELD.load(Ordering::Relaxed) {
-        remove_held(outcome, me, id);
+        // SAFETY: forwarded.
+        unsafe { remove_held(outcome, me, id, gil) };
     }
     crate::lockdep::released(outcome, id);
 }
@@ -1487,10 +1521,21 @@ pub fn forget(holder: &Holder, id: LockId) {
     }
 }
 
+/// Drops a released lock from the held list of the thread that acquired it (`me`, the
+/// releaser's packed slot, when the releaser did).
+///
+/// # Safety
+/// If `gil`, the GIL must be held (the releaser's list comes from the thread cache then).
 #[inline]
-fn remove_held(outcome: Released, me: u32, id: LockId) {
+unsafe fn remove_held(outcome: Released, me: u32, id: LockId, gil: bool) {
     match outcome {
         // The releaser (`me`) acquired it: its own list, where only it adds entries.
+        Released::ByAcquirer if gil => {
+            // SAFETY: the GIL is held (caller).
+            if let Some(held) = unsafe { my_held_gil(me) } {
+                held.pop(id);
+            }
+        }
         Released::ByAcquirer => diag::held_pop_own(me, id),
         Released::ByOther(acquirer) => diag::held_remove(acquirer, id),
         Released::Unknown => {}
@@ -1519,7 +1564,7 @@ pub unsafe fn rlock_released(id: LockId) {
     if DIAGNOSTIC.load(Ordering::Relaxed) {
         if HELD.load(Ordering::Relaxed) {
             // SAFETY: forwarded.
-            remove_held(Released::ByAcquirer, unsafe { my_packed_gil() }, id);
+            unsafe { remove_held(Released::ByAcquirer, my_packed_gil(), id, true) };
         }
         crate::lockdep::released(Released::ByAcquirer, id);
     }

@@ -180,12 +180,15 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
             if matches!(wait, acquire::Wait::NonBlocking) {
                 return capi::boolean(false);
             }
+        } else if crate::debug::hooked() {
+            // (A hook empties the thread cache: this test costs the common case nothing.)
+            return acquire_hooked(slf, wait);
         }
         acquire_wait_slow(slf, wait)
     }
 }
 
-/// [`acquire_wait`] past its common case.
+/// [`acquire_wait`] past its common case, with no hook on.
 ///
 /// # Safety
 /// The GIL must be held and `slf` a lock.
@@ -193,9 +196,9 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
 unsafe fn acquire_wait_slow(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
-        if crate::debug::hooked() {
-            return acquire_hooked(slf, wait);
-        }
+        // `acquire_wait` sent a hooked acquire to `acquire_hooked`, and no hook can come on
+        // since (the GIL is held throughout; a thread-cache hit means none was on).
+        debug_assert!(!crate::debug::hooked());
         let this = object_of(slf);
         let outcome = acquire_outcome(this, LockId(slf as u64), wait);
         if outcome == acquire::Outcome::Acquired {

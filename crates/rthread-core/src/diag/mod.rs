@@ -180,8 +180,8 @@ pub use registry::{
     after_fork_child, cancel_wait, current_slot, held_pop_own, held_push, held_push_own,
     held_remove, on_thread_end, register_current_thread, register_current_thread_named,
     set_current_thread_name, set_track_held, track_held, unregister_current_thread, Cancel,
-    Cancellable, HeldBy, Holder, LockId, LockKind, Released, ThreadSlot, WaitFor, WaitGuard,
-    WaitToken, HELD_MAX, MAX_THREADS,
+    Cancellable, HeldBy, Holder, LockId, LockKind, OwnHeld, Released, ThreadSlot, WaitFor,
+    WaitGuard, WaitToken, HELD_MAX, MAX_THREADS,
 };
 pub use sites::{intern_caller, intern_location, intern_site, site, Site, SiteId};
 pub use tracked::{Cancelled, TrackedLock, TrackedRLock};

@@ -773,9 +773,66 @@ fn own_slot(packed: u32) -> Option<&'static Slot> {
 /// registration or the list is full.
 #[inline]
 pub fn held_push_own(packed: u32, lock: LockId, site: Option<SiteId>) -> bool {
-    let Some(slot) = own_slot(packed) else {
-        return false;
-    };
+    own_slot(packed).is_some_and(|slot| push_entry(slot, lock, site))
+}
+
+/// The calling thread's own held list, found once from its packed slot (what
+/// [`held_push_own`] and [`held_pop_own`] look up on every call), for a caller that keeps it
+/// for a run of acquires and releases. It stands for that registration: keep it only while
+/// the registration lives (see [`on_thread_end`]), and use it only on the thread it belongs
+/// to (only a slot's owner adds entries).
+#[derive(Clone, Copy)]
+pub struct OwnHeld(&'static Slot);
+
+impl std::fmt::Debug for OwnHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OwnHeld")
+            .field(&std::ptr::from_ref(self.0))
+            .finish()
+    }
+}
+
+impl OwnHeld {
+    /// The held list of the registration `packed` (the calling thread's), if it is live.
+    #[inline]
+    #[must_use]
+    pub fn of(packed: u32) -> Option<OwnHeld> {
+        own_slot(packed).map(OwnHeld)
+    }
+
+    /// [`held_push_own`] on this list.
+    #[inline]
+    pub fn push(self, lock: LockId, site: Option<SiteId>) -> bool {
+        push_entry(self.0, lock, site)
+    }
+
+    /// [`held_pop_own`] on this list.
+    #[inline]
+    pub fn pop(self, lock: LockId) {
+        pop_entry(self.0, lock);
+    }
+
+    /// The handle as a non-zero word, to keep in an atomic.
+    #[must_use]
+    pub fn to_bits(self) -> usize {
+        std::ptr::from_ref(self.0) as usize
+    }
+
+    /// The handle back from [`OwnHeld::to_bits`].
+    ///
+    /// # Safety
+    /// `bits` must come from [`OwnHeld::to_bits`] (slots are never freed, so the address
+    /// stays valid; whether the registration still lives is the caller's to know).
+    #[must_use]
+    pub unsafe fn from_bits(bits: usize) -> OwnHeld {
+        // SAFETY: `bits` is the address of a `'static` slot (caller), which is never freed.
+        OwnHeld(unsafe { &*(bits as *const Slot) })
+    }
+}
+
+/// Adds an entry to `slot`'s held list (its owner calls this; see [`held_push_own`]).
+#[inline]
+fn push_entry(slot: &Slot, lock: LockId, site: Option<SiteId>) -> bool {
     let now = super::clock::stamp_ns();
     for e in &slot.held {
         if e.lock.load(Ordering::Relaxed) == 0 {
@@ -796,7 +853,14 @@ pub fn held_push_own(packed: u32, lock: LockId, site: Option<SiteId>) -> bool {
 /// them fails), and both only ever write 0.
 #[inline]
 pub fn held_pop_own(packed: u32, lock: LockId) {
-    let Some(slot) = own_slot(packed) else { return };
+    if let Some(slot) = own_slot(packed) {
+        pop_entry(slot, lock);
+    }
+}
+
+/// Removes `lock` from `slot`'s held list (its owner calls this; see [`held_pop_own`]).
+#[inline]
+fn pop_entry(slot: &Slot, lock: LockId) {
     for e in &slot.held {
         if e.lock.load(Ordering::Relaxed) == lock.0 {
             e.lock.store(0, Ordering::Relaxed);
