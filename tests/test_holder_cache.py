@@ -4,7 +4,11 @@ The lock fast paths remember the last thread that ran them (keyed by its thread 
 the C library gives to the next thread once one ends); these check that the holder a report
 shows is always the thread that really holds the lock.
 """
+import subprocess
+import sys
 import time
+
+import pytest
 
 import rthread
 import rthread.debug as debug
@@ -121,3 +125,57 @@ def test_turning_diagnostic_mode_on_takes_effect_at_once():
         if not was:
             debug.disable()
     assert line is not None and line.startswith(__file__ + ":"), line
+
+
+FORK_CHILD = """
+import os, sys, time
+import rthread, rthread.debug as debug
+
+if sys.argv[1] == "diag":
+    debug.enable()
+go, parked = rthread.allocate_lock(), rthread.allocate_lock()
+go.acquire()
+parked.acquire()
+
+def park():
+    go.release()
+    parked.acquire()  # the last lock operation before the fork is this thread's
+
+rthread.start_new_thread(park, ())
+deadline = time.monotonic() + 10
+while not debug.describe(parked)["waiters"] and time.monotonic() < deadline:
+    time.sleep(0.001)
+pid = os.fork()
+if pid == 0:
+    # Only the forking thread is left; the C library gives the parked thread's stack (and
+    # thread pointer) to the next thread started here.
+    results = []
+    lock = rthread.allocate_lock()
+
+    def child():
+        lock.acquire()
+        me = [t for t in debug.snapshot().to_dict()["threads"] if t["ident"] == rthread.get_ident()]
+        held = [h["object"] for t in me for h in t["holds"]]
+        results.append((debug.describe(lock)["holder"] == rthread.get_ident(),
+                        id(lock) in held if sys.argv[1] == "diag" else True))
+        lock.release()
+
+    rthread.start_new_thread(child, ())
+    deadline = time.monotonic() + 10
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os._exit(0 if results == [(True, True)] else 1)
+_, status = os.waitpid(pid, 0)
+parked.release()
+sys.exit(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+"""
+
+
+@pytest.mark.parametrize("mode", ["normal", "diag"])
+def test_a_thread_started_after_fork_is_not_taken_for_a_parent_thread(tmp_path, mode):
+    script = tmp_path / "child.py"
+    script.write_text(FORK_CHILD)
+    for _ in range(3):
+        p = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)

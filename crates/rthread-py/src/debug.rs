@@ -1238,8 +1238,10 @@ pub fn hooked() -> bool {
 pub fn refresh_hooks() {
     let on = HELD.load(Ordering::Relaxed) || crate::lockdep::on();
     DIAGNOSTIC.store(on, Ordering::Relaxed);
-    // A hit in the thread cache stands for "no hook on": the next release looks again.
-    forget_self();
+    // A hit in the thread cache stands for "no hook on": the next release looks again. Both
+    // caches, so that the next miss refills the first one once hooks are off again (a hit in
+    // the second would keep every later acquire off the fast path).
+    forget_thread();
 }
 
 thread_local! {
@@ -1268,7 +1270,7 @@ fn register_packed() -> u32 {
 
 /// The thread that last asked [`cached_self`] while no per-acquire hook was on: its thread
 /// pointer (0: none) and its packed slot. Written under the GIL; the key is also cleared
-/// by [`forget_self`] as a registered thread ends (a new thread may reuse its thread pointer),
+/// by [`forget_thread`] as a registered thread ends (a new thread may reuse its thread pointer),
 /// hence atomics (relaxed: plain loads and stores).
 static SELF_KEY: AtomicUsize = AtomicUsize::new(0);
 static SELF_PACKED: AtomicU32 = AtomicU32::new(0);
@@ -1387,12 +1389,8 @@ unsafe fn my_held_gil(me: u32) -> Option<diag::OwnHeld> {
     diag::OwnHeld::of(me)
 }
 
-/// Empties the cache of [`cached_self`] (a registered thread ended, or hooks changed).
-fn forget_self() {
-    SELF_KEY.store(0, Ordering::Relaxed);
-}
-
-/// [`forget_self`] for both caches: a registered thread ended.
+/// Empties both thread caches ([`cached_self`]'s and [`my_packed_gil`]'s): a registered
+/// thread ended, or the hooks changed.
 fn forget_thread() {
     SELF_KEY.store(0, Ordering::Relaxed);
     ANY_KEY.store(0, Ordering::Relaxed);
@@ -2033,6 +2031,8 @@ fn configure(error: Bound<'_, PyAny>, renderer: Bound<'_, PyAny>) {
 /// In a fork child: the watchdog and render threads did not survive, and only the forking
 /// thread is left in the registry.
 pub fn after_fork_child() {
+    // (This also empties the thread caches, through the thread-end hook of every thread of
+    // the parent it drops: a thread started here may get one's thread pointer again.)
     diag::after_fork_child();
     // A mutex held by a thread that is gone stays held in the child: only try them.
     if let Ok(mut w) = WATCH.try_lock() {
