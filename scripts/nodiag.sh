@@ -36,11 +36,17 @@ rm -rf "$dest.new"
 "$venv/bin/python" -m pip install --quiet --no-deps --no-compile --target "$dest.new" \
   "$wheels"/rthread-*.whl
 # What was built: the bench copies this into its results.
-commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
+commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null ||
+  echo "unknown (no git repository visible here)")
 if [ -n "$(git -C "$top" status --porcelain -- crates 2>/dev/null)" ]; then
   commit="$commit+uncommitted changes in crates/"
 fi
+# The sources themselves, which also identifies a build made where git cannot see the
+# repository (the sid chroot mounts only the work tree).
+sources=$(cd "$top" && find Cargo.toml Cargo.lock crates -type f \( -name '*.rs' -o -name '*.toml' \
+  -o -name Cargo.lock \) | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 printf '%s\n' "rthread no-diag build (cargo feature no-diag)" "commit: $commit" \
+  "sources: $sources (sha256 of Cargo.toml, Cargo.lock, crates/**/*.rs and *.toml)" \
   "python: $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')" \
   "built: $(date -u '+%Y-%m-%d %H:%M UTC')" > "$dest.new/NODIAG-BUILD.txt"
 rm -rf "$dest"
