@@ -1403,14 +1403,16 @@ def _plan(rthread, mods, settings, only, objects, nodiag=None):
             make = _loop_maker(setup, body, teardown)
             plan.append((label, True, functools.partial(
                 _compare, name, label, unit, make, mods, repeats, min_ns, UNROLL, 1.0, na)))
-    for name, label, setup, body in _DIAG_CASES:
-        if _selected(name, only):
-            plan.append((label, True, functools.partial(
-                _diag_rows, rthread, name, label, setup, body, repeats, min_ns)))
+    # Before the diagnostic-mode rows: they measure rthread as a program that never turned
+    # diagnostic mode on runs it.
     for name, label, setup, body in _NODIAG_CASES:
         if _selected(name, only):
             plan.append((label, True, functools.partial(
                 _nodiag_rows, rthread, nodiag, name, label, setup, body, repeats, min_ns)))
+    for name, label, setup, body in _DIAG_CASES:
+        if _selected(name, only):
+            plan.append((label, True, functools.partial(
+                _diag_rows, rthread, name, label, setup, body, repeats, min_ns)))
     for name, label, setup, body in _LOCKDEP_CASES:
         if _selected(name, only):
             plan.append((label, True, functools.partial(
@@ -1566,8 +1568,8 @@ def _parse(argv):
 
 
 def _case_names():
-    return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _DIAG_CASES]
-            + [c[0] for c in _NODIAG_CASES]
+    return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _NODIAG_CASES]
+            + [c[0] for c in _DIAG_CASES]
             + [c[0] for c in _LOCKDEP_CASES] + [c[0] for c in _THREAD_CASES]
             + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["timed_overshoot_median", "timed_overshoot_p90", "memory_lock", "memory_rlock"]
