@@ -241,6 +241,7 @@ def test_bookkeeping_rows_with_a_copy(copy_run, tmp_path):
         assert row["label"] in table
     assert result["nodiag"]["extension"].startswith(str(where))
     assert "* bookkeeping / compiled out: built-in column: rthread with the bookkeeping" in table
+    assert "no-diag build: %s" % result["nodiag"]["extension"] in table
 
 
 @pytest.mark.timeout(SECONDS + 30)
@@ -255,6 +256,8 @@ def test_merge_bookkeeping_rows(copy_run, tiny_run, tmp_path):
         assert len(lines) == 1, proc.stdout
         cells = lines[0].split()[-2:]
         assert cells == ["%.2f" % row["ratio"], "n/a"], lines[0]
+    assert "* bookkeeping / compiled out: built-in column: rthread with the bookkeeping" in (
+        proc.stdout)
 
 
 def _refused(tmp_path, directory, *words):

@@ -631,12 +631,13 @@ def _nodiag_rows(rthread, baseline, name, label, setup, body, repeats, min_ns):
                 debug.enable()
             if state[1] != "off":
                 debug.lockdep(state[1])
-    build = (info.get("build") or "").replace("\n", ", ")
     for row in rows:
-        row["note"] = ("built-in column: rthread with the bookkeeping compiled out, %s%s; "
-                       "rthread column: rthread, normal mode"
-                       % (info["extension"], " (%s)" % build if build else ""))
+        row["note"] = _NODIAG_NOTE
     return rows
+
+
+_NODIAG_NOTE = ("built-in column: rthread with the bookkeeping compiled out (the --nodiag build); "
+                "rthread column: rthread, normal mode")
 
 
 #: Profile rows: rthread with the lock contention profile on (``rthread.profile.start()``,
@@ -1228,17 +1229,26 @@ def format_table(result):
         if cells[6]:
             line += "   " + cells[6]
         lines.append(line)
-    # What the two columns are in the "A / B" rows (one line per group of rows).
-    notes = []
-    for row in result["cases"]:
-        if row.get("note"):
-            entry = "%s: %s" % (row["label"].split(": ", 1)[0], row["note"])
-            if entry not in notes:
-                notes.append(entry)
-    if notes:
-        lines.append("")
-        lines.extend("* " + entry for entry in notes)
+    lines.extend(_notes([result]))
+    nodiag = result.get("nodiag")
+    if nodiag:
+        build = (nodiag.get("build") or "").replace("\n", ", ")
+        lines.append("no-diag build: %s%s"
+                     % (nodiag["extension"], " (%s)" % build if build else ""))
     return "\n".join(lines)
+
+
+def _notes(results):
+    """What the two columns are in the "A / B" rows: a line per group of rows (the label's part
+    before the first colon), after an empty line; nothing when no row has a note."""
+    notes = []
+    for res in results:
+        for row in res["cases"]:
+            if row.get("note"):
+                entry = "* %s: %s" % (row["label"].split(": ", 1)[0], row["note"])
+                if entry not in notes:
+                    notes.append(entry)
+    return [""] + notes if notes else []
 
 
 def _run_title(res):
@@ -1282,6 +1292,7 @@ def format_merged(results):
                 cell = "%.2f" % row["ratio"]
             cells.append(cell.rjust(w))
         lines.append("  ".join([label.ljust(width)] + cells))
+    lines.extend(_notes(results))
     lines.append("")
     for res in results:
         lines.append("%s: %s, %s run" % (res["python"]["version"], res["date"],
