@@ -179,17 +179,22 @@ out = {
     "replaced": sorted(k for k, v in watched.items() if sys.modules.get(k) is not v),
     "added": sorted(set(sys.modules) - modules_before),
 }
-settings = {"mode": "quick", "repeats": 3, "min_time_ms": 1.0}
-result = bench.run(settings, only=["bookkeeping"], nodiag=(copy, info))
-bench._write_json(result, sys.argv[2])
-with open(sys.argv[3], "w") as f:
-    f.write(bench.format_table(result))
 # The real rthread afterwards: rthread.debug, imported only now, must find the real module's
-# records (the copy's lock_info does not know the real lock type), and threads still run.
+# records (the copy's lock_info does not know the real lock type).
 import rthread.debug
 lock = rthread.allocate_lock()
 with lock:
     out["holder_ok"] = rthread.debug.describe(lock)["holder"] == rthread.get_ident()
+# The rows measure rthread in normal mode, and put diagnostic mode back as they found it.
+rthread.debug.enable()
+settings = {"mode": "quick", "repeats": 3, "min_time_ms": 1.0}
+result = bench.run(settings, only=["bookkeeping"], nodiag=(copy, info))
+out["diag_mode_back"] = rthread.debug.enabled()
+rthread.debug.disable()
+bench._write_json(result, sys.argv[2])
+with open(sys.argv[3], "w") as f:
+    f.write(bench.format_table(result))
+# Threads still run.
 done = rthread.allocate_lock()
 done.acquire()
 rthread.start_new_thread(done.release, ())
@@ -223,6 +228,7 @@ def test_copy_loads_apart_from_rthread(copy_run):
     assert out["replaced"] == []
     assert [name for name in out["added"] if "rthread" in name] == []
     assert out["holder_ok"] is True
+    assert out["diag_mode_back"] is True
     assert out["thread_ok"] is True
 
 
