@@ -6,6 +6,9 @@ Usage::
     python -m rthread bench --quick          short run (well under a minute)
     python -m rthread bench --only handoff   only the cases whose name contains "handoff"
     python -m rthread bench --chart c.png    also draw the ratios (needs the ``bench`` extra)
+    python -m rthread bench --nodiag DIR     also the rows against a build with the bookkeeping
+                                             compiled out (scripts/nodiag.sh X.Y PYTHON makes
+                                             one in target/nodiag/X.Y)
     python -m rthread bench --merge a.json b.json --chart c.png
                                              no run: table and chart of saved results, one
                                              column or bar per interpreter
@@ -23,6 +26,12 @@ How it measures:
   both types. The loop bodies are unrolled ten times so the ``for`` loop costs little next to the
   operation. The garbage collector is off while timing. The "spread" column is the interquartile
   range of the per-pair ratios: when it straddles 1.0 the run could not tell the two apart.
+- Bookkeeping rows ("bookkeeping / compiled out"): rthread against a build of the same code with
+  the who-holds-what bookkeeping compiled out (``--nodiag DIR``), whose extension is loaded as a
+  second copy in the same process and measured alternately like the rows above; n/a without
+  ``--nodiag``. In those rows, and in the other "A / B" rows (diagnostic mode, lock-order
+  checking, profile), the "built-in" column is B and the "rthread" column A: the ratio is A's
+  cost.
 - Memory per lock and per RLock: one child process per module, which fills a preallocated list
   with a million objects and divides the growth of its resident set by the count.
 - Standard-library workloads (queue, Event, Condition, ThreadPoolExecutor): activation is per
@@ -425,6 +434,210 @@ def _diag_rows(rthread, name, label, setup, body, repeats, min_ns, toggle=_diagn
         row[key] = _side_error(res) if isinstance(res, BaseException) else _side_ok(res)
     row["n"] = n
     return [row]
+
+
+#: Bookkeeping rows: rthread against the same code built with the who-holds-what bookkeeping
+#: (holders, creation sites, waits) compiled out, the binding's ``no-diag`` cargo feature
+#: (``scripts/nodiag.sh VERSION PYTHON`` builds one into ``target/nodiag/VERSION``), named with
+#: ``--nodiag DIR``. Both run in this process, alternating: the no-diag build's extension is
+#: loaded as a second, separate copy (``load_nodiag``) whose locks alone the "built-in" side
+#: uses. In these rows the "built-in" column is the no-diag build and the "rthread" column
+#: rthread in normal mode, so the ratio is the bookkeeping's cost. Without ``--nodiag`` they are
+#: n/a, with the reason saying how to get them.
+_NODIAG_CASES = [
+    ("bookkeeping_lock_acquire_release", "bookkeeping / compiled out: lock acquire()+release()",
+     ["lock = mod.allocate_lock()"], ["lock.acquire()", "lock.release()"]),
+    ("bookkeeping_lock_with", "bookkeeping / compiled out: with lock: pass",
+     ["lock = mod.allocate_lock()"], ["with lock:", "    pass"]),
+    ("bookkeeping_lock_allocate", "bookkeeping / compiled out: allocate_lock()",
+     ["alloc = mod.allocate_lock"], ["alloc()"]),
+    ("bookkeeping_rlock_acquire_release", "bookkeeping / compiled out: RLock acquire()+release()",
+     ["rlock = mod.RLock()"], ["rlock.acquire()", "rlock.release()"]),
+    ("bookkeeping_rlock_allocate", "bookkeeping / compiled out: RLock()",
+     ["new = mod.RLock"], ["new()"]),
+]
+
+#: Import name of the no-diag copy. CPython's extension loader derives the init function from
+#: the last component (``PyInit__rthread``); the made-up package keeps the copy apart from
+#: ``rthread._rthread`` (it is never put in ``sys.modules``).
+NODIAG_MODULE = "_rthread_nodiag_baseline._rthread"
+
+#: What ``scripts/nodiag.sh`` writes next to the build it installs.
+NODIAG_STAMP = "NODIAG-BUILD.txt"
+
+#: Copies loaded so far, by real path of their extension: ``(module, info)``.
+_NODIAG_LOADED = {}
+
+
+class NodiagError(Exception):
+    """``--nodiag`` names no usable no-diag build of rthread for this interpreter."""
+
+
+def _nodiag_hint():
+    version = "%d.%d" % sys.version_info[:2]
+    return ("build one with scripts/nodiag.sh %s PYTHON (in rthread's source tree), then pass "
+            "--nodiag target/nodiag/%s" % (version, version))
+
+
+def _nodiag_extension(path):
+    """The ``_rthread`` extension of this interpreter in ``path`` (an install made with
+    ``pip install --target``, its ``rthread`` package directory, or the file itself)."""
+    import importlib.machinery
+
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    this = "CPython %d.%d (extension suffix %s)" % (sys.version_info[:2] + (suffixes[0],))
+    if os.path.isfile(path):
+        base = os.path.basename(path)
+        if base.startswith("_rthread.") and any(base == "_rthread" + s for s in suffixes):
+            return path
+        raise NodiagError("%s is not rthread's extension for %s" % (path, this))
+    if not os.path.isdir(path):
+        raise NodiagError("%s: no such directory; %s" % (path, _nodiag_hint()))
+    others = []
+    for where in (os.path.join(path, "rthread"), path):
+        for suffix in suffixes:
+            candidate = os.path.join(where, "_rthread" + suffix)
+            if os.path.isfile(candidate):
+                return candidate
+        if os.path.isdir(where):
+            others += [os.path.join(where, f) for f in sorted(os.listdir(where))
+                       if f.startswith("_rthread.") and f.endswith((".so", ".pyd"))]
+    if others:
+        raise NodiagError("%s holds a build for another interpreter (%s), not for %s; %s"
+                          % (path, ", ".join(os.path.basename(f) for f in others), this,
+                             _nodiag_hint()))
+    raise NodiagError("no rthread extension in %s or %s; %s"
+                      % (path, os.path.join(path, "rthread"), _nodiag_hint()))
+
+
+def _restore_modules(before):
+    """Puts back the ``sys.modules`` entries a module initialization replaced or added under
+    rthread's names; returns what it had put there."""
+    replaced = {}
+    for name, module in list(sys.modules.items()):
+        if name in before:
+            if before[name] is not module:
+                replaced[name] = module
+                sys.modules[name] = before[name]
+        elif name == "rthread" or name.startswith(("rthread.", NODIAG_MODULE.split(".")[0])):
+            replaced[name] = module
+            del sys.modules[name]
+    for name, module in before.items():
+        if name not in sys.modules:
+            sys.modules[name] = module
+    return replaced
+
+
+def _records_holders(module, debug):
+    """Whether ``module``'s plain locks record their holder (a build with the bookkeeping
+    compiled out records none): a lock held by this thread, asked through ``debug.lock_info``
+    of the same copy."""
+    lock = module.allocate_lock()
+    with lock:
+        info = debug.lock_info(lock)
+    if not isinstance(info, tuple) or len(info) < 3:
+        raise NodiagError("cannot tell whether the bookkeeping is compiled out: lock_info() "
+                          "returned %r" % (info,))
+    return info[2] is not None
+
+
+def load_nodiag(path, require_compiled_out=True):
+    """Loads the ``_rthread`` extension of the no-diag build in ``path`` as a second copy, next
+    to the imported rthread; returns ``(module, info)``. Raises ``NodiagError`` when ``path``
+    holds no such build for this interpreter.
+
+    The copy is another shared library, with its own statics, types and registries; the bench
+    uses only its ``allocate_lock`` and ``RLock``. Its initialization does what rthread's does
+    on import, for the copy: it registers the main thread in its own registry, adds fork
+    handlers (``pthread_atfork``, ``os.register_at_fork``) that touch only its own state, and
+    puts its ``rthread._rthread_debug`` and ``rthread._rthread_profile`` in ``sys.modules``:
+    those entries are put back to the real rthread's right after (the copy's are kept in
+    ``info["modules"]``), so ``rthread.debug`` and ``rthread.profile`` keep working on the real
+    rthread's locks. (The copy's ``_local`` would share the per-thread key of the real one's
+    registry: it is never used.) The same library file as the imported rthread's is refused:
+    the loader would hand back the same library, not a copy.
+
+    ``require_compiled_out=False`` accepts a build that records holders (the tests load a second
+    copy of the normal build to check the mechanism).
+    """
+    import importlib.util
+
+    import rthread._rthread as real  # first: its sys.modules entries are the ones to keep
+
+    so = os.path.realpath(_nodiag_extension(os.fspath(path)))
+    real_file = getattr(real, "__file__", None)
+    if real_file and os.path.exists(real_file) and os.path.samefile(so, real_file):
+        raise NodiagError("%s is the imported rthread's own extension, not a no-diag build; %s"
+                          % (so, _nodiag_hint()))
+    if so not in _NODIAG_LOADED:
+        before = dict(sys.modules)
+        try:
+            spec = importlib.util.spec_from_file_location(NODIAG_MODULE, so)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise NodiagError("%s does not load: %s: %s" % (so, type(exc).__name__, exc))
+        finally:
+            replaced = _restore_modules(before)
+        if type(module.allocate_lock()) is type(real.allocate_lock()):
+            raise NodiagError("%s loaded as the imported rthread itself, not as a second copy"
+                              % so)
+        debug = replaced.get("rthread._rthread_debug")
+        if debug is None or not hasattr(debug, "lock_info"):
+            raise NodiagError("%s has no rthread._rthread_debug.lock_info: cannot tell whether "
+                              "its bookkeeping is compiled out" % so)
+        stamp = os.path.join(os.path.dirname(os.path.dirname(so)), NODIAG_STAMP)
+        build = None
+        if os.path.isfile(stamp):
+            with open(stamp, encoding="utf-8") as f:
+                build = f.read().strip()
+        info = {"dir": os.path.abspath(os.fspath(path)), "extension": so,
+                "records_holders": _records_holders(module, debug), "build": build,
+                "modules": replaced}
+        _NODIAG_LOADED[so] = (module, info)
+    module, info = _NODIAG_LOADED[so]
+    if require_compiled_out and info["records_holders"]:
+        raise NodiagError("%s records lock holders: it is a normal build, not one with the "
+                          "bookkeeping compiled out (cargo feature no-diag); %s"
+                          % (so, _nodiag_hint()))
+    return module, info
+
+
+def _nodiag_rows(rthread, baseline, name, label, setup, body, repeats, min_ns):
+    """One bookkeeping row: the no-diag copy (``baseline``, from ``load_nodiag``, or None)
+    against rthread in normal mode, alternating."""
+    if baseline is None:
+        row = {"name": name, "label": label, "unit": "ns/op", "where": "in-process"}
+        version = "%d.%d" % sys.version_info[:2]
+        row["builtin"] = _side_na("n/a: needs --nodiag DIR (scripts/nodiag.sh %s PYTHON builds "
+                                  "one into target/nodiag/%s)" % (version, version))
+        row["rthread"] = _side_na("n/a: no baseline")
+        return [row]
+    module, info = baseline
+    # Normal mode: no diagnostic mode, no lock-order checking while measuring (put back after).
+    debug = sys.modules.get("rthread.debug")
+    state = None
+    if debug is not None:
+        state = (debug.enabled(), debug.lockdep_mode())
+        debug.disable()
+        if state[1] != "off":
+            debug.lockdep("off")
+    try:
+        rows = _compare(name, label, "ns/op", _loop_maker(setup, body, []), (module, rthread),
+                        repeats, min_ns, UNROLL, 1.0)
+    finally:
+        if state is not None:
+            if state[0]:
+                debug.enable()
+            if state[1] != "off":
+                debug.lockdep(state[1])
+    for row in rows:
+        row["note"] = _NODIAG_NOTE
+    return rows
+
+
+_NODIAG_NOTE = ("built-in column: rthread with the bookkeeping compiled out (the --nodiag build); "
+                "rthread column: rthread, normal mode")
 
 
 #: Profile rows: rthread with the lock contention profile on (``rthread.profile.start()``,
@@ -1016,7 +1229,26 @@ def format_table(result):
         if cells[6]:
             line += "   " + cells[6]
         lines.append(line)
+    lines.extend(_notes([result]))
+    nodiag = result.get("nodiag")
+    if nodiag:
+        build = (nodiag.get("build") or "").replace("\n", ", ")
+        lines.append("no-diag build: %s%s"
+                     % (nodiag["extension"], " (%s)" % build if build else ""))
     return "\n".join(lines)
+
+
+def _notes(results):
+    """What the two columns are in the "A / B" rows: a line per group of rows (the label's part
+    before the first colon), after an empty line; nothing when no row has a note."""
+    notes = []
+    for res in results:
+        for row in res["cases"]:
+            if row.get("note"):
+                entry = "* %s: %s" % (row["label"].split(": ", 1)[0], row["note"])
+                if entry not in notes:
+                    notes.append(entry)
+    return [""] + notes if notes else []
 
 
 def _run_title(res):
@@ -1060,6 +1292,7 @@ def format_merged(results):
                 cell = "%.2f" % row["ratio"]
             cells.append(cell.rjust(w))
         lines.append("  ".join([label.ljust(width)] + cells))
+    lines.extend(_notes(results))
     lines.append("")
     for res in results:
         lines.append("%s: %s, %s run" % (res["python"]["version"], res["date"],
@@ -1168,8 +1401,10 @@ def _progress(text):
     sys.stderr.flush()
 
 
-def _plan(rthread, mods, settings, only, objects):
-    """The selected cases as ``(label, in_process, measure() -> rows)``, in running order."""
+def _plan(rthread, mods, settings, only, objects, nodiag=None):
+    """The selected cases as ``(label, in_process, measure() -> rows)``, in running order.
+
+    ``nodiag``: ``load_nodiag``'s answer, or None (the bookkeeping rows are then n/a)."""
     repeats = settings["repeats"]
     min_ns = settings["min_time_ms"] * 1e6
     plan = []
@@ -1179,6 +1414,12 @@ def _plan(rthread, mods, settings, only, objects):
             make = _loop_maker(setup, body, teardown)
             plan.append((label, True, functools.partial(
                 _compare, name, label, unit, make, mods, repeats, min_ns, UNROLL, 1.0, na)))
+    # Before the diagnostic-mode rows: they measure rthread as a program that never turned
+    # diagnostic mode on runs it.
+    for name, label, setup, body in _NODIAG_CASES:
+        if _selected(name, only):
+            plan.append((label, True, functools.partial(
+                _nodiag_rows, rthread, nodiag, name, label, setup, body, repeats, min_ns)))
     for name, label, setup, body in _DIAG_CASES:
         if _selected(name, only):
             plan.append((label, True, functools.partial(
@@ -1246,8 +1487,10 @@ def _plan(rthread, mods, settings, only, objects):
     return plan
 
 
-def run(settings, only=(), objects=MEMORY_OBJECTS):
-    """Runs every selected case and returns the result (the JSON document, as a dict)."""
+def run(settings, only=(), objects=MEMORY_OBJECTS, nodiag=None):
+    """Runs every selected case and returns the result (the JSON document, as a dict).
+
+    ``nodiag``: ``load_nodiag``'s answer for the bookkeeping rows, or None."""
     import datetime
     import platform
 
@@ -1258,7 +1501,7 @@ def run(settings, only=(), objects=MEMORY_OBJECTS):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
 
-    plan = _plan(rthread, mods, settings, only, objects)
+    plan = _plan(rthread, mods, settings, only, objects, nodiag)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the child-process cases run with the collector on, as programs do
     try:
@@ -1296,6 +1539,8 @@ def run(settings, only=(), objects=MEMORY_OBJECTS):
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "loadavg_at_end": list(load) if load else None},
         "settings": dict(settings, unroll=UNROLL, memory_objects=objects),
+        "nodiag": None if nodiag is None else {
+            k: v for k, v in nodiag[1].items() if k in ("dir", "extension", "build")},
         "duration_s": time.monotonic() - started,
         "cases": rows,
     }
@@ -1322,12 +1567,20 @@ def _parse(argv):
                         "matplotlib: the 'bench' extra)")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="no run: show and chart these saved results side by side")
+    parser.add_argument("--nodiag", metavar="DIR",
+                        help="a build of rthread with the who-holds-what bookkeeping compiled "
+                        "out, for the 'bookkeeping / compiled out' rows (without it they are "
+                        "n/a): scripts/nodiag.sh X.Y PYTHON in rthread's source tree builds one "
+                        "for interpreter X.Y into target/nodiag/X.Y, which is the DIR to give. "
+                        "Its extension is loaded next to rthread in this process; a DIR without "
+                        "such a build for this interpreter is refused")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     return parser.parse_args(argv)
 
 
 def _case_names():
-    return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _DIAG_CASES]
+    return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _NODIAG_CASES]
+            + [c[0] for c in _DIAG_CASES]
             + [c[0] for c in _LOCKDEP_CASES] + [c[0] for c in _THREAD_CASES]
             + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["timed_overshoot_median", "timed_overshoot_p90", "memory_lock", "memory_rlock"]
@@ -1363,7 +1616,16 @@ def main(argv=None):
         settings["repeats"] = max(1, args.repeats)
     if args.min_time is not None:
         settings["min_time_ms"] = max(0.01, args.min_time)
-    result = run(settings, only=args.only, objects=max(1, args.objects))
+    nodiag = None
+    if args.nodiag is not None:
+        import rthread  # noqa: F401  (before the copy: its sys.modules entries are kept)
+
+        try:
+            nodiag = load_nodiag(args.nodiag)
+        except NodiagError as exc:
+            print("python -m rthread bench: --nodiag: %s" % exc, file=sys.stderr)
+            return 2
+    result = run(settings, only=args.only, objects=max(1, args.objects), nodiag=nodiag)
     print(format_table(result))
     if not args.no_json:
         version = "%d.%d" % sys.version_info[:2]
