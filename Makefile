@@ -101,15 +101,22 @@ fmt:
 clean:
 	rm -rf target .venv
 
-# make bench   build and install for the default interpreter (as `make demo` does), then run
-#              `python -m rthread bench`; pass options with BENCH_ARGS, e.g.
+# make bench   build and install for the default interpreter (as `make demo` does), and the
+#              same code with the bookkeeping compiled out (scripts/nodiag.sh, the baseline of
+#              the `bookkeeping_*` rows), then run `python -m rthread bench --nodiag ...`; pass
+#              options with BENCH_ARGS, e.g.
 #              make bench BENCH_ARGS="--quick --chart bench-results/bench.png"
 BENCH_ARGS ?=
-.PHONY: bench
+.PHONY: bench nodiag
 bench:
 	@set -- $$(scripts/default-python.sh); echo "== building rthread for Python $$1 ($$2)"; \
-	 scripts/install.sh "$$1" "$$2"; \
-	 .venv/$$1/bin/python -m rthread bench $(BENCH_ARGS)
+	 scripts/install.sh "$$1" "$$2"; scripts/nodiag.sh "$$1" "$$2"; \
+	 .venv/$$1/bin/python -m rthread bench --nodiag target/nodiag/$$1 $(BENCH_ARGS)
+
+# make nodiag  the no-diag baseline (scripts/nodiag.sh) for every interpreter found, into
+#              target/nodiag/3.X, for `python -m rthread bench --nodiag target/nodiag/3.X`
+nodiag:
+	@$(PYTHONS_CMD) | while read -r v p; do echo "== no-diag build $$v"; scripts/nodiag.sh "$$v" "$$p"; done
 
 # make conformance   CPython's own test_thread, test_threading, test_threading_local,
 #                    test_threadsignals and test_audit, from each interpreter's installed
