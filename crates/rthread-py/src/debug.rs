@@ -407,7 +407,15 @@ mod cframe_top {
                 return;
             }
             let cframe = word(ts, CFRAME_OFFSET) as *mut u8;
-            if cframe.is_null() {
+            // Before reading through it: the C frame record is the thread state's root one or
+            // a local of an evaluation loop further up this thread's stack; any other word
+            // means the offset is wrong.
+            let here = 0u8;
+            let sp = std::ptr::addr_of!(here) as usize;
+            let c = cframe as usize;
+            let in_state = c >= ts as usize && c < ts as usize + 4096;
+            let up_the_stack = c > sp && c - sp < 64 << 20;
+            if cframe.is_null() || !(in_state || up_the_stack) {
                 return;
             }
             let raw = word(cframe, CURRENT_OFFSET) as *mut u8;
