@@ -797,6 +797,24 @@ mod top_frame {
         }
     }
 
+    /// `offsetof(PyFrameObject, f_frame)` on 3.13, 3.14 and 3.15 default builds.
+    const F_FRAME_OFFSET: usize = 24;
+
+    /// The interpreter frame a frame object points to (its `f_frame`).
+    ///
+    /// # Safety
+    /// `frame` must be a live frame object.
+    unsafe fn behind(frame: *mut ffi::PyFrameObject) -> *mut InterpreterFrame {
+        // SAFETY: the field lies inside the live object (its fourth word).
+        unsafe {
+            frame
+                .cast::<u8>()
+                .add(F_FRAME_OFFSET)
+                .cast::<*mut InterpreterFrame>()
+                .read()
+        }
+    }
+
     /// Whether `raw` is the interpreter frame behind the frame object `frame`: same code, same
     /// instruction.
     ///
@@ -837,7 +855,9 @@ mod top_frame {
                 .add(CURRENT_FRAME_OFFSET)
                 .cast::<*mut InterpreterFrame>()
                 .read();
-            if raw.is_null() || !same(raw, frame) {
+            // Before reading through it: the frame object's own pointer to its interpreter
+            // frame must be that word.
+            if raw.is_null() || behind(frame) != raw || !same(raw, frame) {
                 return;
             }
             // `f_executable` first (a tagged reference from 3.14 on: the low bits are flags).
@@ -859,7 +879,7 @@ mod top_frame {
                 .add(PREVIOUS_OFFSET)
                 .cast::<*mut InterpreterFrame>()
                 .read();
-            let walkable = !raw_back.is_null() && same(raw_back, back);
+            let walkable = !raw_back.is_null() && behind(back) == raw_back && same(raw_back, back);
             ffi::Py_DECREF(back.cast());
             WALKABLE.store(walkable, Ordering::Relaxed);
             // Two frames of different code objects, at different positions, put their
