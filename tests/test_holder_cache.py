@@ -179,3 +179,77 @@ def test_a_thread_started_after_fork_is_not_taken_for_a_parent_thread(tmp_path, 
         p = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+
+
+def my_held():
+    """The ids of the locks the snapshot lists as held by the calling thread."""
+    me = rthread.get_ident()
+    return sorted(h["object"] for t in debug.snapshot().to_dict()["threads"]
+                  if t["ident"] == me for h in t["holds"])
+
+
+def test_diagnostic_mode_lists_held_locks_across_switches_and_hook_changes():
+    # Diagnostic mode alone keeps its own thread cache for the uncontended acquire and
+    # release; it must list each lock under the thread that holds it, follow thread switches,
+    # and step aside as soon as lock-order checking needs to see every acquire.
+    was = debug.enabled()
+    debug.enable()
+    try:
+        # (Each on its own line: lock-order checking knows a lock by its creation site.)
+        a = rthread.allocate_lock()
+        b = rthread.allocate_lock()
+        c = rthread.allocate_lock()
+        r = rthread.RLock()
+        for _ in range(50):  # one thread, over and over: the cache's case
+            with a:
+                pass
+            with r:
+                pass
+        a.acquire()
+        r.acquire()
+        assert my_held() == sorted([id(a), id(r)])
+
+        def other():
+            with b:
+                return my_held(), debug.describe(b)["holder"] == rthread.get_ident()
+
+        out = []
+        done = rthread.allocate_lock()
+        done.acquire()
+
+        def body():
+            out.append(other())
+            done.release()
+
+        rthread.start_new_thread(body, ())
+        done.acquire()  # (a signal: listed while this thread holds it)
+        done.release()
+        assert out == [([id(b)], True)]
+        b.acquire()  # back on this thread: its own list, not the other thread's
+        assert my_held() == sorted([id(a), id(b), id(r)])
+        b.release()
+        r.release()
+        a.release()
+        assert my_held() == []
+        assert debug.describe(a)["holder"] is None
+
+        # Lock-order checking turned on while the cache holds this thread: the next
+        # acquires must reach it (an inverted order raises before taking the lock).
+        previous = debug.lockdep("raise")
+        try:
+            with a:
+                with c:
+                    pass
+            with c:
+                with pytest.raises(debug.LockOrderError):
+                    a.acquire()
+                assert not a.locked()
+                assert my_held() == [id(c)]
+        finally:
+            debug.lockdep(previous)
+        with a:  # and the cache is back once it is off
+            assert my_held() == [id(a)]
+        assert my_held() == []
+    finally:
+        if not was:
+            debug.disable()

@@ -1311,6 +1311,14 @@ static ANY_PACKED: AtomicU32 = AtomicU32::new(0);
 /// And that thread's held list (`diag::OwnHeld::to_bits`, 0: none), for diagnostic mode.
 static ANY_HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// The same thread again when diagnostic mode is the only per-acquire hook on (no lock-order
+/// checking) and the thread has a held list: [`held_only`]'s cache, which lets the lock types
+/// record an uncontended acquire or release with one check. Filled and cleared with
+/// [`ANY_KEY`].
+static HELD_KEY: AtomicUsize = AtomicUsize::new(0);
+static HELD_PACKED: AtomicU32 = AtomicU32::new(0);
+static HELD_LIST: AtomicUsize = AtomicUsize::new(0);
+
 /// The calling thread's thread pointer: the word at `%fs:0`, which the x86-64 ELF TLS ABI
 /// makes the thread control block's pointer to itself (what `pthread_self()` returns). One
 /// load, where a `thread_local!` in a shared library costs a `__tls_get_addr` call.
@@ -1392,6 +1400,10 @@ unsafe fn refresh_self() -> u32 {
         if !hooked() {
             SELF_PACKED.store(packed, Ordering::Relaxed);
             SELF_KEY.store(thread_pointer(), Ordering::Relaxed);
+        } else if held != 0 && HELD.load(Ordering::Relaxed) && !crate::lockdep::on() {
+            HELD_PACKED.store(packed, Ordering::Relaxed);
+            HELD_LIST.store(held, Ordering::Relaxed);
+            HELD_KEY.store(thread_pointer(), Ordering::Relaxed);
         }
     }
     packed
@@ -1417,11 +1429,86 @@ unsafe fn my_held_gil(me: u32) -> Option<diag::OwnHeld> {
     diag::OwnHeld::of(me)
 }
 
-/// Empties both thread caches ([`cached_self`]'s and [`my_packed_gil`]'s): a registered
-/// thread ended, or the hooks changed.
+/// Empties the thread caches ([`cached_self`]'s, [`my_packed_gil`]'s and [`held_only`]'s): a
+/// registered thread ended, or the hooks changed.
 fn forget_thread() {
     SELF_KEY.store(0, Ordering::Relaxed);
     ANY_KEY.store(0, Ordering::Relaxed);
+    HELD_KEY.store(0, Ordering::Relaxed);
+}
+
+/// The calling thread in diagnostic mode with no other per-acquire hook on, from
+/// [`held_only`]: what an uncontended acquire or release records, in one place.
+#[derive(Clone, Copy)]
+pub struct HeldOnly {
+    me: u32,
+    held: diag::OwnHeld,
+}
+
+/// The calling thread as [`HeldOnly`] if it is the cached one, which also means that
+/// diagnostic mode is on and lock-order checking off ([`refresh_hooks`] empties the cache).
+/// Two loads and a compare; `None` sends the caller to the general hooked path.
+///
+/// # Safety
+/// The GIL must be held (the cache's words are only consistent for its holders).
+#[inline(always)]
+pub unsafe fn held_only() -> Option<HeldOnly> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if !COMPILED_OUT && HELD_KEY.load(Ordering::Relaxed) == thread_pointer() {
+        return Some(HeldOnly {
+            me: HELD_PACKED.load(Ordering::Relaxed),
+            // SAFETY: `refresh_self` stored it from `to_bits` (never 0 here), for this
+            // thread's registration, which lives while the key is this thread's
+            // (`forget_thread` clears the key as a registered thread ends).
+            held: unsafe { diag::OwnHeld::from_bits(HELD_LIST.load(Ordering::Relaxed)) },
+        });
+    }
+    None
+}
+
+impl HeldOnly {
+    /// The calling thread acquired a plain lock (`holder` its holder word): records it as the
+    /// holder and lists the lock with its acquire site.
+    ///
+    /// # Safety
+    /// The GIL must be held (the site is read from the Python frame).
+    #[inline(always)]
+    pub unsafe fn acquired(self, holder: &Holder, id: LockId) {
+        holder.set_slot_packed(self.me);
+        // SAFETY: forwarded.
+        let site = unsafe { caller_site() };
+        self.held.push(id, diag::SiteId::from_u32(site));
+    }
+
+    /// An `RLock`'s first acquire by the calling thread: lists it with its acquire site.
+    ///
+    /// # Safety
+    /// The GIL must be held.
+    #[inline(always)]
+    pub unsafe fn rlock_acquired(self, id: LockId) {
+        // SAFETY: forwarded.
+        let site = unsafe { caller_site() };
+        self.held.push(id, diag::SiteId::from_u32(site));
+    }
+
+    /// The calling thread is about to release a plain lock: if it is the recorded holder (not
+    /// a signal), forgets it and unlists the lock, and returns true. False changes nothing:
+    /// the general path ([`releasing_slow`]) tells the other cases apart.
+    #[inline(always)]
+    pub fn releasing(self, holder: &Holder, id: LockId) -> bool {
+        if holder.release_if_holder(self.me) {
+            self.held.pop(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An `RLock`'s last release by its owner, the calling thread: unlists it.
+    #[inline(always)]
+    pub fn rlock_released(self, id: LockId) {
+        self.held.pop(id);
+    }
 }
 
 /// Records `me`, what [`cached_self`] returned, as a plain lock's holder (call right after
@@ -1575,7 +1662,11 @@ unsafe fn remove_held(outcome: Released, me: u32, id: LockId, gil: bool) {
 /// The GIL must be held.
 #[inline]
 pub unsafe fn rlock_acquired(id: LockId) {
-    if HELD.load(Ordering::Relaxed) {
+    // SAFETY: forwarded.
+    if let Some(me) = unsafe { held_only() } {
+        // SAFETY: forwarded.
+        unsafe { me.rlock_acquired(id) };
+    } else if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
         unsafe { push_held(my_packed_gil(), id) };
     }
@@ -1588,6 +1679,11 @@ pub unsafe fn rlock_acquired(id: LockId) {
 #[inline(always)]
 pub unsafe fn rlock_released(id: LockId) {
     if DIAGNOSTIC.load(Ordering::Relaxed) {
+        // SAFETY: forwarded.
+        if let Some(me) = unsafe { held_only() } {
+            me.rlock_released(id);
+            return;
+        }
         if HELD.load(Ordering::Relaxed) {
             // SAFETY: forwarded.
             unsafe { remove_held(Released::ByAcquirer, my_packed_gil(), id, true) };

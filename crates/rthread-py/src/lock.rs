@@ -231,14 +231,34 @@ unsafe fn acquire_outcome(this: &LockObject, id: LockId, wait: acquire::Wait) ->
     }
 }
 
-/// [`acquire_wait`] with diagnostic mode or lock-order checking on: the order is checked
-/// before the acquire may block (a `LockOrderError` leaves the lock untouched).
+/// [`acquire_wait`] with diagnostic mode or lock-order checking on. Its common case, in
+/// diagnostic mode alone: the thread that ran last finds the lock free.
+///
+/// # Safety
+/// The GIL must be held and `slf` a lock.
+#[inline(never)]
+unsafe fn acquire_hooked(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        if let Some(me) = crate::debug::held_only() {
+            let this = object_of(slf);
+            if this.lock.try_acquire() {
+                me.acquired(&this.holder, LockId(slf as u64));
+                return capi::boolean(true);
+            }
+        }
+        acquire_hooked_rest(slf, wait)
+    }
+}
+
+/// [`acquire_hooked`] past its common case: the order is checked before the acquire may
+/// block (a `LockOrderError` leaves the lock untouched).
 ///
 /// # Safety
 /// The GIL must be held and `slf` a lock.
 #[cold]
 #[inline(never)]
-unsafe fn acquire_hooked(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+unsafe fn acquire_hooked_rest(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
         let this = object_of(slf);
@@ -340,10 +360,14 @@ unsafe fn release_rest(slf: *mut PyObject, holder_done: bool) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
         let this = object_of(slf);
-        if !holder_done {
-            // `release_inline` found the thread cache missing or the caller not the holder:
-            // the holder word's slow path. (Unlocked: the holder word is empty anyway.)
-            crate::debug::releasing_slow(&this.holder, LockId(slf as u64));
+        let id = LockId(slf as u64);
+        if !holder_done
+            && !crate::debug::held_only().is_some_and(|me| me.releasing(&this.holder, id))
+        {
+            // `release_inline` found the thread cache missing or the caller not the holder,
+            // and diagnostic mode's common case does not hold: the holder word's slow path.
+            // (Unlocked: the holder word is empty anyway.)
+            crate::debug::releasing_slow(&this.holder, id);
         }
         match this.lock.release_woke() {
             Ok(false) => capi::none(),
