@@ -244,6 +244,8 @@ def test_bookkeeping_rows_with_a_copy(copy_run, tmp_path):
             assert len(row[side]["samples"]) == 3, row
         assert _is_number(row["ratio"]), row
         assert "compiled out" in row["note"], row
+        # The diagnostic-mode rows measured rthread with diagnostic mode on, the others off.
+        assert row["mode"] == ("diagnostic" if "_diag_" in row["name"] else "normal"), row
         assert row["label"] in table
     assert result["nodiag"]["extension"].startswith(str(where))
     assert "* bookkeeping / compiled out: built-in column: rthread with the bookkeeping" in table

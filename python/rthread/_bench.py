@@ -29,7 +29,8 @@ How it measures:
 - Bookkeeping rows ("bookkeeping / compiled out"): rthread against a build of the same code with
   the who-holds-what bookkeeping compiled out (``--nodiag DIR``), whose extension is loaded as a
   second copy in the same process and measured alternately like the rows above; n/a without
-  ``--nodiag``. In those rows, and in the other "A / B" rows (diagnostic mode, lock-order
+  ``--nodiag``; the "diagnostic mode / compiled out" rows run rthread in diagnostic mode
+  against the same build. In those rows, and in the other "A / B" rows (diagnostic mode, lock-order
   checking, profile), the "built-in" column is B and the "rthread" column A: the ratio is A's
   cost.
 - Memory per lock and per RLock: one child process per module, which fills a preallocated list
@@ -457,6 +458,19 @@ _NODIAG_CASES = [
      ["new = mod.RLock"], ["new()"]),
 ]
 
+#: The same against rthread in diagnostic mode (the issue's 30 % budget): the "rthread" column
+#: is rthread with ``rthread.debug.enable()`` on, the "built-in" column the no-diag build.
+_NODIAG_DIAG_CASES = [
+    ("bookkeeping_diag_lock_acquire_release",
+     "diagnostic mode / compiled out: lock acquire()+release()",
+     ["lock = mod.allocate_lock()"], ["lock.acquire()", "lock.release()"]),
+    ("bookkeeping_diag_lock_with", "diagnostic mode / compiled out: with lock: pass",
+     ["lock = mod.allocate_lock()"], ["with lock:", "    pass"]),
+    ("bookkeeping_diag_rlock_acquire_release",
+     "diagnostic mode / compiled out: RLock acquire()+release()",
+     ["rlock = mod.RLock()"], ["rlock.acquire()", "rlock.release()"]),
+]
+
 #: Import name of the no-diag copy. CPython's extension loader derives the init function from
 #: the last component (``PyInit__rthread``); the made-up package keeps the copy apart from
 #: ``rthread._rthread`` (it is never put in ``sys.modules``).
@@ -603,9 +617,9 @@ def load_nodiag(path, require_compiled_out=True):
     return module, info
 
 
-def _nodiag_rows(rthread, baseline, name, label, setup, body, repeats, min_ns):
+def _nodiag_rows(rthread, baseline, name, label, setup, body, repeats, min_ns, diag=False):
     """One bookkeeping row: the no-diag copy (``baseline``, from ``load_nodiag``, or None)
-    against rthread in normal mode, alternating."""
+    against rthread in normal mode (``diag``: in diagnostic mode), alternating."""
     if baseline is None:
         row = {"name": name, "label": label, "unit": "ns/op", "where": "in-process"}
         version = "%d.%d" % sys.version_info[:2]
@@ -614,28 +628,37 @@ def _nodiag_rows(rthread, baseline, name, label, setup, body, repeats, min_ns):
         row["rthread"] = _side_na("n/a: no baseline")
         return [row]
     module, info = baseline
-    # Normal mode: no diagnostic mode, no lock-order checking while measuring (put back after).
+    # Normal (or diagnostic) mode, no lock-order checking while measuring (put back after).
+    if diag:
+        import rthread.debug  # noqa: F401 (for sys.modules below)
     debug = sys.modules.get("rthread.debug")
     state = None
     if debug is not None:
         state = (debug.enabled(), debug.lockdep_mode())
-        debug.disable()
+        if diag:
+            debug.enable()
+        else:
+            debug.disable()
         if state[1] != "off":
             debug.lockdep("off")
     try:
+        mode = "diagnostic" if debug is not None and debug.enabled() else "normal"
         rows = _compare(name, label, "ns/op", _loop_maker(setup, body, []), (module, rthread),
                         repeats, min_ns, UNROLL, 1.0)
     finally:
         if state is not None:
-            if state[0]:
-                debug.enable()
+            if state[0] != debug.enabled():
+                (debug.enable if state[0] else debug.disable)()
             if state[1] != "off":
                 debug.lockdep(state[1])
     for row in rows:
-        row["note"] = _NODIAG_NOTE
+        row["note"] = _NODIAG_DIAG_NOTE if diag else _NODIAG_NOTE
+        row["mode"] = mode
     return rows
 
 
+_NODIAG_DIAG_NOTE = ("built-in column: rthread with the bookkeeping compiled out (the --nodiag "
+                     "build); rthread column: rthread, diagnostic mode")
 _NODIAG_NOTE = ("built-in column: rthread with the bookkeeping compiled out (the --nodiag build); "
                 "rthread column: rthread, normal mode")
 
@@ -1420,6 +1443,11 @@ def _plan(rthread, mods, settings, only, objects, nodiag=None):
         if _selected(name, only):
             plan.append((label, True, functools.partial(
                 _nodiag_rows, rthread, nodiag, name, label, setup, body, repeats, min_ns)))
+    for name, label, setup, body in _NODIAG_DIAG_CASES:
+        if _selected(name, only):
+            plan.append((label, True, functools.partial(
+                _nodiag_rows, rthread, nodiag, name, label, setup, body, repeats, min_ns,
+                True)))
     for name, label, setup, body in _DIAG_CASES:
         if _selected(name, only):
             plan.append((label, True, functools.partial(
@@ -1580,7 +1608,7 @@ def _parse(argv):
 
 def _case_names():
     return ([c[0] for c in _LOOP_CASES] + [c[0] for c in _NODIAG_CASES]
-            + [c[0] for c in _DIAG_CASES]
+            + [c[0] for c in _NODIAG_DIAG_CASES] + [c[0] for c in _DIAG_CASES]
             + [c[0] for c in _LOCKDEP_CASES] + [c[0] for c in _THREAD_CASES]
             + [c[0] for c in _PROFILE_CASES] + [c[0] for c in _PROFILE_THREAD_CASES]
             + ["timed_overshoot_median", "timed_overshoot_p90", "memory_lock", "memory_rlock"]

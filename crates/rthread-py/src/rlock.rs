@@ -173,8 +173,33 @@ unsafe fn acquire_wait(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject
     // SAFETY: forwarded caller obligations.
     unsafe {
         // The common case without calls: no hook on, and the lock free or re-entered.
-        if !crate::debug::hooked() && rlock_of(slf).try_acquire_common(thread::current_ident()) {
+        if crate::debug::hooked() {
+            return acquire_hooked(slf, wait);
+        }
+        if rlock_of(slf).try_acquire_common(thread::current_ident()) {
             return capi::boolean(true);
+        }
+        acquire_wait_slow(slf, wait)
+    }
+}
+
+/// [`acquire_wait`] with a hook on. Its common case, in diagnostic mode alone: the thread
+/// that ran last finds the lock free (listed with its site) or re-enters it.
+///
+/// # Safety
+/// The GIL must be held and `slf` an RLock.
+#[inline(never)]
+unsafe fn acquire_hooked(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        if let Some(me) = crate::debug::held_only() {
+            let rlock = rlock_of(slf);
+            if rlock.try_acquire_common(thread::current_ident()) {
+                if rlock.count() == 1 {
+                    me.rlock_acquired(LockId(slf as u64));
+                }
+                return capi::boolean(true);
+            }
         }
         acquire_wait_slow(slf, wait)
     }
@@ -294,8 +319,35 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
         // The common case without calls: no hook on, nobody to wake.
-        if !crate::debug::hooked() && rlock_of(slf).try_release_common(thread::current_ident()) {
+        if crate::debug::hooked() {
+            return release_hooked(slf);
+        }
+        if rlock_of(slf).try_release_common(thread::current_ident()) {
             return capi::none();
+        }
+        release_slow(slf)
+    }
+}
+
+/// [`release`] with a hook on. Its common case, in diagnostic mode alone: the owner, the
+/// thread that ran last, goes one level up or releases the lock (unlisted), nobody to wake.
+///
+/// # Safety
+/// The GIL must be held and `slf` an RLock.
+#[inline(never)]
+unsafe fn release_hooked(slf: *mut PyObject) -> *mut PyObject {
+    // SAFETY: forwarded caller obligations.
+    unsafe {
+        if let Some(me) = crate::debug::held_only() {
+            let rlock = rlock_of(slf);
+            // (Only the owner changes the count, and `try_release_common` succeeds only for it.)
+            let last = rlock.count() == 1;
+            if rlock.try_release_common(thread::current_ident()) {
+                if last {
+                    me.rlock_released(LockId(slf as u64));
+                }
+                return capi::none();
+            }
         }
         release_slow(slf)
     }
