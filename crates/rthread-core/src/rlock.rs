@@ -102,6 +102,17 @@ impl<W: Wait> RawRLock<W> {
         self.count.store(count, Ordering::Relaxed);
     }
 
+    /// Takes the inner lock if it is free, with `me` as the owner at a count of 1.
+    #[inline(always)]
+    fn try_take_free(&self, me: u64) -> bool {
+        if self.lock.try_acquire() {
+            self.set_owned(me, 1);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Takes the lock if it is free or already held by `me` (then the count goes up by one);
     /// never blocks. `me` is the caller's non-zero thread ident.
     #[must_use]
@@ -111,12 +122,7 @@ impl<W: Wait> RawRLock<W> {
             self.reenter();
             return true;
         }
-        if self.lock.try_acquire() {
-            self.set_owned(me, 1);
-            true
-        } else {
-            false
-        }
+        self.try_take_free(me)
     }
 
     /// [`RawRLock::try_acquire`] in its common cases only, for callers that want them free of
@@ -135,12 +141,7 @@ impl<W: Wait> RawRLock<W> {
             self.count.store(count + 1, Ordering::Relaxed);
             return true;
         }
-        if self.lock.try_acquire() {
-            self.set_owned(me, 1);
-            true
-        } else {
-            false
-        }
+        self.try_take_free(me)
     }
 
     /// [`RawRLock::release`] in its common cases only: `me` owns the lock with a count above 1
