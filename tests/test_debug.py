@@ -224,6 +224,35 @@ def test_acquire_sites_are_told_apart_in_every_kind_of_frame():
             dbg.disable()
 
 
+def test_many_sites_in_one_loop_keep_their_own_lines():
+    """Hundreds of acquire and creation sites in one loop, more than the site caches hold
+    without sharing entries: every pass still records each site's own line."""
+    count = 300
+    lines = ["def run(record):", "    for _ in range(3):"]
+    for i in range(count):
+        lines.append("        lock = alloc()")  # creation site: line 3 + 2 * i
+        lines.append("        with lock: record(lock)")  # acquire site: line 4 + 2 * i
+    filename = "<many-sites>"
+    ns = {"alloc": rthread.allocate_lock}
+    exec(compile("\n".join(lines) + "\n", filename, "exec"), ns)
+    seen = []
+
+    def record(lock):
+        info = dbg.describe(lock)
+        seen.append((info["created_at"], info["acquired_at"]))
+
+    was = dbg.enabled()
+    dbg.enable()
+    try:
+        ns["run"](record)
+    finally:
+        if not was:
+            dbg.disable()
+    expected = [("%s:%d" % (filename, 3 + 2 * i), "%s:%d" % (filename, 4 + 2 * i))
+                for i in range(count)] * 3
+    assert seen == expected
+
+
 def test_fast_frame_read_is_on():
     # The layout check at import passed on every default build (3.9/3.10: frame objects'
     # fields; 3.11/3.12: the current instruction through the thread state; 3.13+: the

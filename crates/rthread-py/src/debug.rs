@@ -112,35 +112,82 @@ impl<T> GilCell<T> {
 
 /// A direct-mapped front for [`SITE_CACHE`]: `(code, position, site)`, where every code
 /// address in it is also a key of the map (so kept alive). A loop that allocates at one site
-/// hits it with two compares and no hashing.
+/// hits it with two compares and no hashing. 1024 entries (16 KiB), so that the dozen sites of
+/// a hot loop rarely share one: two that do evict each other on every pass.
 static FRONT: GilCell<[(usize, c_int, u32); FRONT_SIZE]> =
     GilCell(UnsafeCell::new([(0, 0, 0); FRONT_SIZE]));
-const FRONT_SIZE: usize = 64;
+const FRONT_BITS: u32 = 10;
+const FRONT_SIZE: usize = 1 << FRONT_BITS;
 
 /// The position part of a [`FRONT`] key whose first part is an instruction address (3.13+),
 /// not a code object: no real position is negative below -1.
 #[cfg(all(Py_3_13, not(Py_GIL_DISABLED)))]
 const IP_KEY: c_int = c_int::MIN;
 
-/// A direct-mapped cache in front of [`FRONT`] on 3.11+: `(instruction address, site)` of the
-/// current frame (`top_frame::instr_ptr`, `cframe_top::current_instr_ptr`). Filled only
+/// A cache in front of [`FRONT`] on 3.11+: `(instruction address, site)` of the current frame
+/// (`top_frame::instr_ptr`, `cframe_top::current_instr_ptr`), two ways per set, the newer
+/// first, so that two sites of a hot loop that hash alike do not evict each other. Filled only
 /// from [`SITE_CACHE`] hits, whose code objects it keeps alive (the bytecode lies inside the
 /// code object from 3.11 on), so an address cannot be reused by another code object while
 /// its entry exists.
 #[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
-static IP_FRONT: GilCell<[(usize, u32); FRONT_SIZE]> =
-    GilCell(UnsafeCell::new([(0, 0); FRONT_SIZE]));
+static IP_FRONT: GilCell<[[(usize, u32); 2]; IP_SETS]> =
+    GilCell(UnsafeCell::new([[(0, 0); 2]; IP_SETS]));
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
+const IP_SET_BITS: u32 = 8;
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
+const IP_SETS: usize = 1 << IP_SET_BITS;
 
 #[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
 #[inline]
 fn ip_index(ip: usize) -> usize {
-    ((ip as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % FRONT_SIZE
+    ((ip as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - IP_SET_BITS)) as usize
+}
+
+/// The site [`IP_FRONT`] holds for `ip`, 0 if none.
+///
+/// # Safety
+/// The GIL must be held.
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
+#[inline(always)]
+unsafe fn ip_front_get(ip: usize) -> u32 {
+    // SAFETY: GIL held (caller); the closure only reads the array.
+    unsafe {
+        IP_FRONT.with(|f| {
+            let set = &f[ip_index(ip)];
+            if set[0].0 == ip {
+                set[0].1
+            } else if set[1].0 == ip {
+                set[1].1
+            } else {
+                0
+            }
+        })
+    }
+}
+
+/// Records `site` for `ip` in [`IP_FRONT`] (the set's older entry goes).
+///
+/// # Safety
+/// The GIL must be held, and `ip` must lie in a code object [`SITE_CACHE`] keeps alive.
+#[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
+unsafe fn ip_front_put(ip: usize, site: u32) {
+    // SAFETY: GIL held (caller); the closure only writes the array.
+    unsafe {
+        IP_FRONT.with(|f| {
+            let set = &mut f[ip_index(ip)];
+            if set[0].0 != ip {
+                set[1] = set[0];
+            }
+            set[0] = (ip, site);
+        });
+    }
 }
 
 #[inline]
 fn front_index(key: (usize, c_int)) -> usize {
     let h = (key.0 as u64 >> 4) ^ u64::from(key.1 as u32).wrapping_mul(0x9E37_79B9);
-    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % FRONT_SIZE
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FRONT_BITS)) as usize
 }
 
 /// The frame's position for the cache key.
@@ -1002,7 +1049,7 @@ unsafe fn cached_top_site() -> Option<u32> {
                 if id != 0 {
                     if let (0, Some(ip)) = (depth, ip) {
                         // The calling frame itself: next time `ip_front_hit` answers.
-                        IP_FRONT.with(|f| f[ip_index(ip)] = (ip, id));
+                        ip_front_put(ip, id);
                     }
                     return Some(id);
                 }
@@ -1137,18 +1184,13 @@ use top_frame::current_instr_ptr;
 #[cfg(all(Py_3_11, not(Py_GIL_DISABLED)))]
 #[inline(always)]
 unsafe fn ip_front_hit() -> u32 {
-    // SAFETY: GIL held (caller); the closure only reads the array.
+    // SAFETY: GIL held (caller).
     unsafe {
         let ip = current_instr_ptr();
         if ip == 0 {
             return 0;
         }
-        let e = IP_FRONT.with(|f| f[ip_index(ip)]);
-        if e.0 == ip {
-            e.1
-        } else {
-            0
-        }
+        ip_front_get(ip)
     }
 }
 
@@ -1228,7 +1270,7 @@ unsafe fn caller_site_slow() -> u32 {
                 // `code_site` keeps the code object (so its bytecode address) alive.
                 #[cfg(all(Py_3_11, not(Py_3_13), not(Py_GIL_DISABLED)))]
                 if _depth == 0 && ip != 0 {
-                    IP_FRONT.with(|f| f[ip_index(ip)] = (ip, id));
+                    ip_front_put(ip, id);
                 }
                 break;
             }
