@@ -244,3 +244,23 @@ fn forced_unwind_through_raw_entry() {
     spawn(move || tx.send(1).unwrap()).unwrap();
     assert_eq!(rx.recv_timeout(common::HANG), Ok(1));
 }
+
+#[test]
+fn current_ident_is_pthread_self_on_every_thread() {
+    fn check() -> u64 {
+        let me = rthread_core::thread::current_ident();
+        // SAFETY: `pthread_self` has no preconditions.
+        let pthread = unsafe { libc::pthread_self() } as u64;
+        assert_eq!(me, pthread);
+        assert_ne!(me, 0);
+        me
+    }
+    let main = check();
+    let others: Vec<u64> = (0..4)
+        .map(|_| std::thread::spawn(check))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(others.iter().all(|&t| t != main));
+}

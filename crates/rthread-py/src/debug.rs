@@ -689,6 +689,9 @@ mod top_frame {
     /// [`verify`] found [`INSTR_PTR_OFFSET`] right: [`instr_ptr`] may be used.
     static IP_READABLE: AtomicBool = AtomicBool::new(false);
 
+    /// [`USABLE`] and [`IP_READABLE`] both: [`current_instr_ptr`]'s one test.
+    static CURRENT_IP: AtomicBool = AtomicBool::new(false);
+
     /// [`verify`] found [`PREVIOUS_OFFSET`] right too: [`key_of`] may walk to callers.
     static WALKABLE: AtomicBool = AtomicBool::new(false);
 
@@ -704,13 +707,26 @@ mod top_frame {
     /// The GIL must be held.
     #[inline(always)]
     pub unsafe fn current_instr_ptr() -> usize {
-        // SAFETY: GIL held (caller); the current frame is live while we run.
+        // (`current` and `instr_ptr` in one, with one test of the layout flags.)
+        if !CURRENT_IP.load(Ordering::Relaxed) {
+            return 0;
+        }
+        // SAFETY: GIL held (caller), so the thread state is this thread's and its current
+        // frame live while we run; `verify` confirmed the offsets (`CURRENT_IP`).
         unsafe {
-            let frame = current();
-            if frame.is_null() {
+            let ts = PyThreadState_GetUnchecked();
+            if ts.is_null() {
                 return 0;
             }
-            instr_ptr(frame).unwrap_or(0)
+            let frame = ts
+                .cast::<u8>()
+                .add(CURRENT_FRAME_OFFSET)
+                .cast::<*mut u8>()
+                .read();
+            if frame.is_null() || frame.cast::<usize>().read() & !7 == 0 {
+                return 0;
+            }
+            frame.add(INSTR_PTR_OFFSET).cast::<usize>().read()
         }
     }
 
@@ -935,6 +951,7 @@ mod top_frame {
                 let (a, b) = (bytecode_offset(raw), bytecode_offset(raw_back));
                 let ok = matches!((a, b), (Some(a), Some(b)) if a == b && a > 0 && a < 1024);
                 IP_READABLE.store(ok, Ordering::Relaxed);
+                CURRENT_IP.store(ok, Ordering::Relaxed);
             }
         }
     }
@@ -1361,25 +1378,9 @@ static HELD_KEY: AtomicUsize = AtomicUsize::new(0);
 static HELD_PACKED: AtomicU32 = AtomicU32::new(0);
 static HELD_LIST: AtomicUsize = AtomicUsize::new(0);
 
-/// The calling thread's thread pointer: the word at `%fs:0`, which the x86-64 ELF TLS ABI
-/// makes the thread control block's pointer to itself (what `pthread_self()` returns). One
-/// load, where a `thread_local!` in a shared library costs a `__tls_get_addr` call.
+/// The calling thread's thread pointer (`%fs:0`): see `rthread_core::thread::thread_pointer`.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-#[inline(always)]
-fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: on x86-64 Linux (glibc and musl alike) `%fs` addresses the calling thread's
-    // control block, whose first word is its own address for the whole life of the thread;
-    // the instruction only reads that word.
-    unsafe {
-        std::arch::asm!(
-            "mov {}, qword ptr fs:[0]",
-            out(reg) tp,
-            options(nostack, readonly, preserves_flags, pure)
-        );
-    }
-    tp
-}
+use rthread_core::thread::thread_pointer;
 
 /// The calling thread's packed slot if it is the cached one, which also means that no
 /// per-acquire hook is on ([`refresh_hooks`] empties the cache and [`my_packed_gil`] does not

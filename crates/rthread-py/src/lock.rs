@@ -346,6 +346,13 @@ unsafe fn release_inline(slf: *mut PyObject) -> *mut PyObject {
             if holder_done && this.lock.try_release() {
                 return capi::none();
             }
+        } else if let Some(me) = crate::debug::held_only() {
+            // Diagnostic mode's common case, also without a call: the same, and the lock
+            // leaves the thread's held list.
+            holder_done = me.releasing(&this.holder, LockId(slf as u64));
+            if holder_done && this.lock.try_release() {
+                return capi::none();
+            }
         }
         release_rest(slf, holder_done)
     }
@@ -360,14 +367,10 @@ unsafe fn release_rest(slf: *mut PyObject, holder_done: bool) -> *mut PyObject {
     // SAFETY: forwarded caller obligations.
     unsafe {
         let this = object_of(slf);
-        let id = LockId(slf as u64);
-        if !holder_done
-            && !crate::debug::held_only().is_some_and(|me| me.releasing(&this.holder, id))
-        {
-            // `release_inline` found the thread cache missing or the caller not the holder,
-            // and diagnostic mode's common case does not hold: the holder word's slow path.
-            // (Unlocked: the holder word is empty anyway.)
-            crate::debug::releasing_slow(&this.holder, id);
+        if !holder_done {
+            // `release_inline` found the thread caches missing or the caller not the holder:
+            // the holder word's slow path. (Unlocked: the holder word is empty anyway.)
+            crate::debug::releasing_slow(&this.holder, LockId(slf as u64));
         }
         match this.lock.release_woke() {
             Ok(false) => capi::none(),

@@ -319,27 +319,14 @@ unsafe extern "C-unwind" fn release(slf: *mut PyObject, _: *mut PyObject) -> *mu
         // A waiter spinning on this lock leaves it to us while we run.
         gil::held();
         // The common case without calls: no hook on, nobody to wake.
-        if crate::debug::hooked() {
-            return release_hooked(slf);
-        }
-        if rlock_of(slf).try_release_common(thread::current_ident()) {
-            return capi::none();
-        }
-        release_slow(slf)
-    }
-}
-
-/// [`release`] with a hook on. Its common case, in diagnostic mode alone: the owner, the
-/// thread that ran last, goes one level up or releases the lock (unlisted), nobody to wake.
-///
-/// # Safety
-/// The GIL must be held and `slf` an RLock.
-#[inline(never)]
-unsafe fn release_hooked(slf: *mut PyObject) -> *mut PyObject {
-    // SAFETY: forwarded caller obligations.
-    unsafe {
-        if let Some(me) = crate::debug::held_only() {
-            let rlock = rlock_of(slf);
+        let rlock = rlock_of(slf);
+        if !crate::debug::hooked() {
+            if rlock.try_release_common(thread::current_ident()) {
+                return capi::none();
+            }
+        } else if let Some(me) = crate::debug::held_only() {
+            // Diagnostic mode's, also without calls: the owner, the thread that ran last, goes
+            // one level up or releases the lock, which leaves its held list.
             // (Only the owner changes the count, and `try_release_common` succeeds only for it.)
             let last = rlock.count() == 1;
             if rlock.try_release_common(thread::current_ident()) {
