@@ -323,18 +323,22 @@ pub unsafe fn acquire_with<'w>(
 }
 
 /// How long the main thread's first sleep of a wait may last before it runs
-/// the pending calls. A signal delivered while the waiter spins (after it
-/// released the GIL, before it sleeps) has its C handler run at once, and
-/// then no system call is left for it to interrupt: without a cap, the
-/// Python handler (Ctrl-C) would only run when the wait ends, which for
-/// `acquire()` may be never. Each wait (and each resumed after an
-/// interruption, since it spins again) caps its first [`SIGNAL_CAPPED_SLEEPS`]
-/// sleeps, doubling from this: a signal landing in the spin before any of them
-/// (the first 15 ms) is handled within the cap; after that, the wait sleeps
-/// uncapped and its wait record (watchdog) stays put.
+/// the pending calls. A signal delivered while the waiter is not inside its
+/// sleep's system call (it spins after releasing the GIL, and between two
+/// sleeps), or delivered to another thread, has its C handler run there and
+/// interrupts nothing: with a sleep that waits to the end, the Python handler
+/// (Ctrl-C) would only run when the wait ends, which for `acquire()` may be
+/// never. So every sleep of a main-thread wait is capped: the first one at
+/// this, each next one at twice the last, up to [`SIGNAL_LONGEST_SLEEP_NS`];
+/// after each, the GIL is taken back and the pending calls (the handlers) run.
+/// A signal that does interrupt a sleep starts the doubling over, as the wait
+/// spins again. The wait's record (what the watchdog and snapshots see) stays
+/// the same throughout (`debug::LongWait`).
 const SIGNAL_FIRST_SLEEP_NS: u64 = 1_000_000;
-/// How many sleeps of a main-thread wait are capped (1, 2, 4, 8 ms).
-const SIGNAL_CAPPED_SLEEPS: u32 = 4;
+/// The longest sleep of a main-thread wait (reached after 1, 2, 4, 8 and 16 ms):
+/// what a signal that interrupted no system call may wait for its handler, and
+/// about 30 wake-ups a second for a long wait.
+const SIGNAL_LONGEST_SLEEP_NS: u64 = 32_000_000;
 
 #[cold]
 unsafe fn block_without_gil(
@@ -357,38 +361,34 @@ unsafe fn block_without_gil(
     let mut ended: (u64, bool);
     // Python signal handlers only run in the main thread: only its waits need the cap.
     let main = rthread_core::thread::current_ident() == crate::thread::main_ident();
-    let capped_left = std::cell::Cell::new(if main { SIGNAL_CAPPED_SLEEPS } else { 0 });
+    // The next sleep's cap; back to the first after a signal interrupted a sleep.
+    let cap = std::cell::Cell::new(SIGNAL_FIRST_SLEEP_NS);
     let resuming = std::cell::Cell::new(false);
-    // Every call after the first resumes the wait: it spins only briefly
+    // Every sleep after the first resumes the wait: it spins only briefly
     // (`gil::spin`), so that a signal is unlikely to land outside a sleep.
-    let resumed = |d: Option<Deadline>| {
+    let capped = |d: Option<Deadline>| {
         let again = resuming.replace(true);
         gil::set_resuming(again);
-        let r = block(d);
+        let end = Deadline::after_nanos(cap.get());
+        let r = block(Some(d.map_or(end, |d| d.min(end))));
         gil::set_resuming(false);
-        r
-    };
-    let capped = |d: Option<Deadline>| {
-        let left = capped_left.get();
-        if left == 0 {
-            return resumed(d);
-        }
-        let cap = SIGNAL_FIRST_SLEEP_NS << (SIGNAL_CAPPED_SLEEPS - left);
-        let end = Deadline::after_nanos(cap);
-        match resumed(Some(d.map_or(end, |d| d.min(end)))) {
+        match r {
             // The cap ended, not the wait: go and run the pending calls.
             Acquire::TimedOut if !d.is_some_and(|d| d.has_passed()) => {
-                capped_left.set(left - 1);
+                cap.set((cap.get() * 2).min(SIGNAL_LONGEST_SLEEP_NS));
                 Acquire::Interrupted
             }
             r => {
-                // A signal interrupted the sleep: the wait spins again, so its
-                // next sleeps are capped again.
-                capped_left.set(SIGNAL_CAPPED_SLEEPS);
+                // A signal interrupted the sleep (or the wait is over): a
+                // resumed wait spins again, so its sleeps are short again.
+                cap.set(SIGNAL_FIRST_SLEEP_NS);
                 r
             }
         }
     };
+    // The main thread's wait keeps one record across its sleeps; another
+    // thread's is recorded inside `debug::wait`, for one sleep.
+    let mut record = main.then(|| crate::debug::LongWait::begin(&on, deadline));
     let outcome = loop {
         // SAFETY:
         // - the GIL is held here (caller), so it may be released, and it is
@@ -396,15 +396,15 @@ unsafe fn block_without_gil(
         // - `block` does not touch Python;
         // - nothing alive in this frame has a destructor, so a forced unwind
         //   from PyEval_RestoreThread (daemon thread at finalization) passes
-        //   through cleanly: the wait record's guard lives inside
-        //   `debug::wait`, which returns before the GIL is re-taken (and
-        //   before signal handlers run, which may wait themselves).
+        //   through cleanly: another thread's wait record lives inside
+        //   `debug::wait`, which returns before the GIL is re-taken; the main
+        //   thread's (`LongWait`) has no destructor, and the main thread is
+        //   the one that finalizes, which PyEval_RestoreThread does not end.
         let result = unsafe {
             let tstate = gil::save();
-            let result = if main {
-                crate::debug::wait(on, deadline, &capped)
-            } else {
-                crate::debug::wait(on, deadline, &block)
+            let result = match record.as_mut() {
+                Some(record) => record.sleep(on, deadline, &capped),
+                None => crate::debug::wait(on, deadline, &block),
             };
             ended = crate::profile::wait_ended(&contended);
             gil::restore(tstate);
@@ -419,6 +419,8 @@ unsafe fn block_without_gil(
                 break Outcome::Error;
             }
             Waited::Done(Acquire::Interrupted) => {
+                // The handlers may wait themselves: a nested record, which
+                // `LongWait::sleep` replaces if this wait goes on.
                 // SAFETY: the GIL is held again.
                 if unsafe { capi::Py_MakePendingCalls() } < 0 {
                     break Outcome::Error;
@@ -426,6 +428,9 @@ unsafe fn block_without_gil(
             }
         }
     };
+    if let Some(record) = record {
+        record.end();
+    }
     // SAFETY: the GIL is held again.
     unsafe { crate::profile::wait_end(contended, ended, outcome == Outcome::Acquired) };
     outcome

@@ -15,7 +15,8 @@
 //!
 //! Nothing here touches Python while the GIL is released; [`wait`] keeps its guard alive only
 //! between the GIL release and the re-acquire, never across the re-acquire (see `acquire.rs`
-//! on forced unwinds).
+//! on forced unwinds). [`LongWait`], the main thread's, keeps its record across them, and has
+//! no destructor for that reason.
 use std::cell::{Cell, UnsafeCell};
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_int;
@@ -1765,6 +1766,68 @@ pub fn wait(
         return Waited::Done(block(deadline));
     }
     let guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), deadline.is_some());
+    sleep_recorded(&guard, on, deadline, block)
+}
+
+/// A recorded wait that lasts across several sleeps, with the GIL taken back between them:
+/// the main thread's, which leaves its sleep every few milliseconds to run the signal handlers
+/// (see `acquire.rs`). To the watchdog and in snapshots it stays one wait (one token, one
+/// start), so a deadlock through the main thread is confirmed over two scans as any other.
+///
+/// It has no destructor, on purpose: it lives in a frame that re-takes the GIL, where a forced
+/// unwind must find no landing pad. [`LongWait::end`] clears the record; a forced unwind (only
+/// for a thread that is not the finalizing one) would leave it in place until the thread's
+/// slot is reclaimed, which is harmless for a thread that is being ended.
+pub struct LongWait {
+    guard: std::mem::ManuallyDrop<Option<WaitGuard>>,
+}
+
+impl LongWait {
+    /// Starts the record of a wait on `on` (none when the bookkeeping is compiled out).
+    #[must_use]
+    pub fn begin(on: &WaitOn<'_>, deadline: Option<Deadline>) -> LongWait {
+        let guard = (!COMPILED_OUT).then(|| {
+            WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), deadline.is_some())
+        });
+        LongWait {
+            guard: std::mem::ManuallyDrop::new(guard),
+        }
+    }
+
+    /// Runs one sleep of the wait (GIL released), as [`wait`] does. A watchdog's cancel that
+    /// came while the GIL was held ends the wait here without sleeping; a record that a wait
+    /// nested in between (a signal handler that waited) replaced is begun again.
+    pub fn sleep(
+        &mut self,
+        on: WaitOn<'_>,
+        deadline: Option<Deadline>,
+        block: &impl Fn(Option<Deadline>) -> Acquire,
+    ) -> Waited {
+        let Some(guard) = self.guard.as_mut() else {
+            return Waited::Done(block(deadline));
+        };
+        if guard.is_cancelled() {
+            return Waited::Cancelled;
+        }
+        if !guard.is_current() {
+            *guard = WaitGuard::begin(on.what, diag::SiteId::from_u32(on.site), deadline.is_some());
+        }
+        sleep_recorded(guard, on, deadline, block)
+    }
+
+    /// Ends the wait and clears its record.
+    pub fn end(self) {
+        drop(std::mem::ManuallyDrop::into_inner(self.guard));
+    }
+}
+
+/// One sleep of a recorded wait, `guard` armed with `on`'s holder and wake words.
+fn sleep_recorded(
+    guard: &WaitGuard,
+    on: WaitOn<'_>,
+    deadline: Option<Deadline>,
+    block: &impl Fn(Option<Deadline>) -> Acquire,
+) -> Waited {
     // The lock sleeps in a `Cancellable` backend: a cancelled wait comes back `Interrupted`.
     guard.armed(on.held_by, on.wake, || match block(deadline) {
         Acquire::Interrupted if guard.is_cancelled() => Waited::Cancelled,

@@ -946,6 +946,19 @@ impl WaitGuard {
         self.slot.map(|(t, _)| t)
     }
 
+    /// Whether this guard's record is still the thread's wait: false once a nested guard
+    /// replaced it (and so once that one ended too). A guard that records nothing is always
+    /// current. A wait that keeps its guard across code that may wait itself (the binding's
+    /// main-thread waits run signal handlers between sleeps) begins a new one when this
+    /// turns false, so that the watchdog sees the wait again.
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        self.slot.is_none_or(|(thread, s)| {
+            s.gen.load(Ordering::Relaxed) == thread.generation
+                && s.seq.load(Ordering::Relaxed) == self.token.0
+        })
+    }
+
     /// Whether a watchdog asked this wait to be abandoned ([`cancel_wait`]). The wait loop
     /// checks this after every wake-up (and every timeout slice) and, if true, gives up
     /// without taking the lock.
@@ -1044,13 +1057,11 @@ impl WaitGuard {
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
-        let Some((thread, s)) = self.slot else {
+        let Some((_, s)) = self.slot else {
             return;
         };
         // Clear the record only if it is still ours (a nested guard may have replaced it).
-        if s.gen.load(Ordering::Relaxed) == thread.generation
-            && s.seq.load(Ordering::Relaxed) == self.token.0
-        {
+        if self.is_current() {
             s.write_wait(WAIT_NONE, 0, 0, 0, 0, 0);
         }
         let _ = CURRENT.try_with(|r| r.guards.set(r.guards.get().saturating_sub(1)));
