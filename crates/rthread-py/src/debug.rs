@@ -1371,13 +1371,12 @@ static ANY_PACKED: AtomicU32 = AtomicU32::new(0);
 /// And that thread's held list (`diag::OwnHeld::to_bits`, 0: none), for diagnostic mode.
 static ANY_HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// The same thread again when diagnostic mode is the only per-acquire hook on (no lock-order
+/// [`ANY_KEY`] again, or 0, when diagnostic mode is the only per-acquire hook on (no lock-order
 /// checking) and the thread has a held list: [`held_only`]'s cache, which lets the lock types
-/// record an uncontended acquire or release with one check. Filled and cleared with
-/// [`ANY_KEY`].
+/// record an uncontended acquire or release with one check. Written whenever [`ANY_KEY`] is
+/// and cleared with it, so that while it is a thread's, [`ANY_PACKED`] and [`ANY_HELD`] are
+/// that thread's too.
 static HELD_KEY: AtomicUsize = AtomicUsize::new(0);
-static HELD_PACKED: AtomicU32 = AtomicU32::new(0);
-static HELD_LIST: AtomicUsize = AtomicUsize::new(0);
 
 /// The calling thread's thread pointer (`%fs:0`): see `rthread_core::thread::thread_pointer`.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -1441,14 +1440,17 @@ unsafe fn refresh_self() -> u32 {
         let held = diag::OwnHeld::of(packed).map_or(0, diag::OwnHeld::to_bits);
         ANY_HELD.store(held, Ordering::Relaxed);
         ANY_KEY.store(thread_pointer(), Ordering::Relaxed);
-        if !hooked() {
+        let hooked = hooked();
+        if !hooked {
             SELF_PACKED.store(packed, Ordering::Relaxed);
             SELF_KEY.store(thread_pointer(), Ordering::Relaxed);
-        } else if held != 0 && HELD.load(Ordering::Relaxed) && !crate::lockdep::on() {
-            HELD_PACKED.store(packed, Ordering::Relaxed);
-            HELD_LIST.store(held, Ordering::Relaxed);
-            HELD_KEY.store(thread_pointer(), Ordering::Relaxed);
         }
+        let held_only =
+            hooked && held != 0 && HELD.load(Ordering::Relaxed) && !crate::lockdep::on();
+        HELD_KEY.store(
+            if held_only { thread_pointer() } else { 0 },
+            Ordering::Relaxed,
+        );
     }
     packed
 }
@@ -1499,12 +1501,13 @@ pub struct HeldOnly {
 pub unsafe fn held_only() -> Option<HeldOnly> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if !COMPILED_OUT && HELD_KEY.load(Ordering::Relaxed) == thread_pointer() {
+        // `ANY_*` are this thread's while `HELD_KEY` is (see there).
         return Some(HeldOnly {
-            me: HELD_PACKED.load(Ordering::Relaxed),
-            // SAFETY: `refresh_self` stored it from `to_bits` (never 0 here), for this
-            // thread's registration, which lives while the key is this thread's
-            // (`forget_thread` clears the key as a registered thread ends).
-            held: unsafe { diag::OwnHeld::from_bits(HELD_LIST.load(Ordering::Relaxed)) },
+            me: ANY_PACKED.load(Ordering::Relaxed),
+            // SAFETY: `refresh_self` stored it from `to_bits` (never 0 when it set
+            // `HELD_KEY`), for this thread's registration, which lives while the key is this
+            // thread's (`forget_thread` clears the keys as a registered thread ends).
+            held: unsafe { diag::OwnHeld::from_bits(ANY_HELD.load(Ordering::Relaxed)) },
         });
     }
     None
@@ -1520,16 +1523,16 @@ impl HeldOnly {
     pub unsafe fn acquired(self, holder: &Holder, id: LockId) {
         holder.set_slot_packed(self.me);
         // SAFETY: forwarded.
-        let site = unsafe { caller_site() };
-        self.held.push(id, diag::SiteId::from_u32(site));
+        unsafe { self.list(id) };
     }
 
-    /// An `RLock`'s first acquire by the calling thread: lists it with its acquire site.
+    /// Lists a lock the calling thread just acquired with its acquire site (an `RLock`'s first
+    /// acquire records only this).
     ///
     /// # Safety
     /// The GIL must be held.
     #[inline(always)]
-    pub unsafe fn rlock_acquired(self, id: LockId) {
+    pub unsafe fn list(self, id: LockId) {
         // SAFETY: forwarded.
         let site = unsafe { caller_site() };
         self.held.push(id, diag::SiteId::from_u32(site));
@@ -1709,7 +1712,7 @@ pub unsafe fn rlock_acquired(id: LockId) {
     // SAFETY: forwarded.
     if let Some(me) = unsafe { held_only() } {
         // SAFETY: forwarded.
-        unsafe { me.rlock_acquired(id) };
+        unsafe { me.list(id) };
     } else if HELD.load(Ordering::Relaxed) {
         // SAFETY: forwarded.
         unsafe { push_held(my_packed_gil(), id) };

@@ -196,7 +196,7 @@ unsafe fn acquire_hooked(slf: *mut PyObject, wait: acquire::Wait) -> *mut PyObje
             let rlock = rlock_of(slf);
             if rlock.try_acquire_common(thread::current_ident()) {
                 if rlock.count() == 1 {
-                    me.rlock_acquired(LockId(slf as u64));
+                    me.list(LockId(slf as u64));
                 }
                 return capi::boolean(true);
             }
