@@ -1779,8 +1779,8 @@ pub fn wait(
 ///
 /// It has no destructor, on purpose: it lives in a frame that re-takes the GIL, where a forced
 /// unwind must find no landing pad. [`LongWait::end`] clears the record; a forced unwind (only
-/// for a thread that is not the finalizing one) would leave it in place until the thread's
-/// slot is reclaimed, which is harmless for a thread that is being ended.
+/// for a thread that is not the finalizing one) would skip that and leave the record, and the
+/// thread's registry slot, in place: harmless for a thread that is being ended at exit.
 pub struct LongWait {
     guard: std::mem::ManuallyDrop<Option<WaitGuard>>,
 }
